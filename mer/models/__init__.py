@@ -1,0 +1,7 @@
+from .cbam import CBAM
+from .registry import create_model, list_models, register_model
+from . import mernet, seed  # noqa: F401  (register architectures)
+
+CLASSES = ("Happiness", "Surprise", "Anger", "Fear", "Sadness", "Disgust")
+
+__all__ = ["CBAM", "CLASSES", "create_model", "list_models", "register_model"]

@@ -1,0 +1,124 @@
+"""One Predictor for the app, the batch tool and evaluation: checkpoint -> device -> batched
+aligned face crops -> per-face class probabilities (softmax exactly once), optional Grad-CAM."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, ModelCard, load_checkpoint
+from .faces import DetectorConfig, Face, FaceDetector, align_crop, resolve_device
+from .gradcam import GradCAM
+from .images import read_image
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "default.safetensors"
+
+
+@dataclass
+class FacePrediction:
+    face: Face
+    probs: dict[str, float]
+    top_class: str
+    top_prob: float
+    crop: np.ndarray                   # the aligned crop the model saw (RGB uint8)
+    heatmap: np.ndarray | None = None  # Grad-CAM at crop size, [0, 1]
+
+    def to_dict(self) -> dict:
+        return {**self.face.to_dict(), "probs": {k: round(v, 6) for k, v in self.probs.items()},
+                "top_class": self.top_class, "top_prob": round(self.top_prob, 6)}
+
+
+def default_checkpoint() -> Path:
+    if not DEFAULT_CHECKPOINT.is_file():
+        raise CheckpointError(f"no default checkpoint at {DEFAULT_CHECKPOINT}; pass one with --checkpoint")
+    return DEFAULT_CHECKPOINT
+
+
+class Predictor:
+    def __init__(self, checkpoint: str | Path | None = None, device: str = "auto",
+                 detector: FaceDetector | DetectorConfig | None = None, batch_size: int = 64,
+                 margin: float = 0.15):
+        self.device = resolve_device(device)
+        self.checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
+        self.model, self.card = load_checkpoint(self.checkpoint, device=self.device)
+        self.classes: list[str] = list(self.card.classes)
+        self.batch_size, self.margin = batch_size, margin
+        self._detector = detector if isinstance(detector, FaceDetector) else None
+        self._detector_config = detector if isinstance(detector, DetectorConfig) else None
+        mean = torch.tensor(self.card.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.card.std, dtype=torch.float32).view(1, -1, 1, 1)
+        self._mean, self._std = mean.to(self.device), std.to(self.device)
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:  # built on first use: training evaluation never needs it
+            self._detector = FaceDetector(self._detector_config, device=self.device)
+        return self._detector
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.card.input_size)
+
+    def crop(self, image: np.ndarray, face: Face) -> np.ndarray:
+        return align_crop(image, face, self.input_size, self.margin)
+
+    def preprocess(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """Aligned RGB uint8 crops -> normalized float tensor on the device, per the card."""
+        if self.card.input_mode == "flow":
+            raise CheckpointError("this checkpoint classifies optical flow between onset and apex "
+                                  "frames, not single images")
+        h, w = self.input_size
+        arr = np.stack([c if c.shape[:2] == (h, w) else cv2.resize(c, (w, h)) for c in crops])
+        if self.card.input_mode == "gray":
+            g = (arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114)
+            arr = np.repeat(g[..., None], self.card.in_chans, axis=3)
+        x = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        return (x - self._mean) / self._std
+
+    def classify_tensor(self, x: torch.Tensor, gradcam: bool = False):
+        """Prepared input (N, C, H, W) -> (probs (N, classes) numpy, heatmaps or None)."""
+        heatmaps = []
+        probs = []
+        for s in range(0, len(x), self.batch_size):
+            xb = x[s:s + self.batch_size].to(self.device)
+            if gradcam:
+                with GradCAM(self.model) as cam:
+                    hm, logits = cam(xb)
+                heatmaps.append(hm)
+            else:
+                with torch.inference_mode():
+                    logits = self.model(xb)
+            probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())  # the one softmax
+        n = len(self.classes)
+        p = np.concatenate(probs) if probs else np.zeros((0, n), np.float32)
+        return p, (np.concatenate(heatmaps) if gradcam and heatmaps else None)
+
+    def classify(self, crops: list[np.ndarray], gradcam: bool = False):
+        if not crops:
+            return np.zeros((0, len(self.classes)), np.float32), None
+        return self.classify_tensor(self.preprocess(crops), gradcam)
+
+    def predict_faces(self, images: list[np.ndarray], faces: list[list[Face]],
+                      gradcam: bool = False) -> list[list[FacePrediction]]:
+        """Classify given faces in given frames, all crops in shared batches."""
+        crops, where = [], []
+        for i, (img, fs) in enumerate(zip(images, faces)):
+            for f in fs:
+                crops.append(self.crop(img, f))
+                where.append((i, f))
+        probs, heat = self.classify(crops, gradcam)
+        out: list[list[FacePrediction]] = [[] for _ in images]
+        for k, ((i, f), p) in enumerate(zip(where, probs)):
+            top = int(p.argmax())
+            out[i].append(FacePrediction(f, {c: float(v) for c, v in zip(self.classes, p)},
+                                         self.classes[top], float(p[top]), crops[k],
+                                         None if heat is None else heat[k]))
+        return out
+
+    def predict(self, image, gradcam: bool = False) -> list[FacePrediction]:
+        """Any image (path, bytes, PIL, array) -> one FacePrediction per detected face."""
+        img = read_image(image)
+        return self.predict_faces([img], self.detector.detect([img]), gradcam)[0]
