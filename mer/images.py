@@ -43,9 +43,11 @@ def _open(src) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(fp)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{_name(src)}: image too large to decode safely ({e})") from None
+        raise ImageError(f"{_name(src)}: image too large to decode safely: {e}") from None
     except UnidentifiedImageError:
         raise ImageError(f"{_name(src)}: not a readable image (unknown or corrupt format)") from None
+    except OSError as e:
+        raise ImageError(f"{_name(src)}: image data is corrupt or truncated ({e})") from None
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -96,7 +98,7 @@ def read_image(src, max_pixels: int | None = None) -> np.ndarray:
     w, h = im.size
     if w * h > max_pixels:
         raise ImageError(
-            f"{_name(src)}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of "
+            f"{_name(src)}: image too large: {w}x{h} = {w * h / 1e6:.0f} MP, over the limit of "
             f"{max_pixels / 1e6:.0f} MP; downscale it first"
         )
     try:
