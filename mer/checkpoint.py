@@ -136,7 +136,10 @@ def save_checkpoint(model: torch.nn.Module, card: ModelCard, path: str | Path) -
     return path
 
 
-def _read_card(path: Path, metadata: dict | None, card: str | Path | dict | None) -> ModelCard:
+def _read_card(path: Path, metadata: dict | None, card) -> ModelCard:
+    if isinstance(card, ModelCard):
+        card.validate("card")
+        return card
     if isinstance(card, dict):
         return ModelCard.from_dict(card, "card")
     cpath = Path(card) if card else card_path(path)
@@ -184,7 +187,7 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
         raise CheckpointError(f"{path}: not a valid safetensors file ({e})") from None
 
 
-def load_checkpoint(path: str | Path, card: str | Path | dict | None = None,
+def load_checkpoint(path: str | Path, card: ModelCard | str | Path | dict | None = None,
                     device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:
     """Load weights + card, check every tensor name and shape, return (model in eval mode, card)."""
     path = Path(path)
