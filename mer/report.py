@@ -1,0 +1,187 @@
+"""Reports for analysed videos: CSVs, a Plotly timeline, a self-contained HTML page, an index.
+
+Every file is written to a temporary name beside its target and `os.replace`d, so a crash never
+leaves a half-written file under the final name. Text cells that start with = + - @ are prefixed
+with a single quote (spreadsheet formula injection). Content is deterministic (fixed div ids, no
+dates): the same analysis always gives byte-identical files.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+SUMMARY_COLUMNS = ["video", "status", "error", "duration_s", "frames", "fps", "faces", "dominant_class",
+                   "intervals", "seconds", "report"]
+PLOTLY_JS = "plotly.min.js"
+COLORS = ["#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#EECA3B", "#B279A2", "#FF9DA6",
+          "#9D755D", "#BAB0AC"]
+_INJECT = ("=", "+", "-", "@")
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> Path:
+    """Write to a temp file in the same folder, fsync, then os.replace onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".mer-tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def escape_cell(v):
+    """'=1+1' -> \"'=1+1\": a text cell a spreadsheet would run as a formula is made literal."""
+    return "'" + v if isinstance(v, str) and v.startswith(_INJECT) else v
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Atomic CSV (UTF-8, '\\n' line ends, empty cells for missing values), text cells escaped."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c].dtype):
+            out[c] = out[c].map(escape_cell, na_action="ignore")
+    return atomic_write(path, out.to_csv(index=False, lineterminator="\n"))
+
+
+def _plotly_tag(plotlyjs: bool | str) -> str:
+    if plotlyjs is True:
+        from plotly.offline import get_plotlyjs
+        return f'<script type="text/javascript">{get_plotlyjs()}</script>'
+    if isinstance(plotlyjs, str):
+        return f'<script src="{html.escape(plotlyjs)}"></script>'
+    return ""
+
+
+def write_plotly_js(out_dir: str | Path) -> Path:
+    """OUT_DIR/plotly.min.js, once, for reports that reference it (the folder opens offline)."""
+    from plotly.offline import get_plotlyjs
+    p = Path(out_dir) / PLOTLY_JS
+    js = get_plotlyjs()
+    if not p.is_file() or p.stat().st_size != len(js.encode("utf-8")):
+        atomic_write(p, js)
+    return p
+
+
+def timeline_figure(result, max_faces: int = 4, max_points: int = 4000) -> go.Figure:
+    """Stacked class probabilities per face (spotted intervals shaded), then face count,
+    detection probability and motion score tracks, all against time in seconds."""
+    df, classes = result.frames, list(result.classes)
+    faces = df[df["face_id"].notna()]
+    ids = [int(i) for i in faces["face_id"].value_counts().sort_index().index][:max_faces]
+    rows = len(ids) + 3
+    titles = [f"face {i}: class probabilities" for i in ids] + ["faces in frame", "detection probability",
+                                                                 "motion score"]
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                        subplot_titles=titles, row_heights=[2] * len(ids) + [1, 1, 1])
+    step = lambda d: d.iloc[::max(1, int(np.ceil(len(d) / max_points)))]  # noqa: E731
+    for r, fid in enumerate(ids, start=1):
+        g = step(faces[faces["face_id"] == fid])
+        for k, c in enumerate(classes):
+            fig.add_trace(go.Scatter(x=g["time_s"], y=g[f"p_{c}"], name=c, legendgroup=c, mode="lines",
+                                     stackgroup=f"f{fid}", line=dict(width=0.5, color=COLORS[k % len(COLORS)]),
+                                     showlegend=r == 1), row=r, col=1)
+        for iv in result.intervals[result.intervals["face_id"] == fid].itertuples():
+            fig.add_vrect(x0=iv.onset_s, x1=iv.offset_s, fillcolor="black", opacity=0.18, line_width=0,
+                          row=r, col=1)
+        fig.update_yaxes(range=[0, 1], row=r, col=1)
+    counts = df.groupby("frame").agg(t=("time_s", "first"), n=("face_id", "count"))
+    fig.add_trace(go.Scatter(x=step(counts)["t"], y=step(counts)["n"], name="faces", mode="lines",
+                             line=dict(shape="hv", color="#333"), showlegend=False), row=len(ids) + 1, col=1)
+    for k, fid in enumerate(ids):
+        g = step(faces[faces["face_id"] == fid])
+        col = COLORS[(k + 6) % len(COLORS)]
+        fig.add_trace(go.Scatter(x=g["time_s"], y=g["det_prob"], name=f"face {fid}", legendgroup=f"face{fid}",
+                                 mode="lines", line=dict(color=col)), row=len(ids) + 2, col=1)
+        fig.add_trace(go.Scatter(x=g["time_s"], y=g["motion"], name=f"face {fid} motion", legendgroup=f"face{fid}",
+                                 mode="lines", line=dict(color=col), showlegend=False), row=len(ids) + 3, col=1)
+    fig.update_xaxes(title_text="time (s)", row=rows, col=1)
+    fig.update_layout(height=220 * len(ids) + 420, margin=dict(l=50, r=20, t=40, b=40),
+                      template="plotly_white", legend=dict(orientation="h", y=1.02, yanchor="bottom"))
+    return fig
+
+
+def _png_b64(rgb: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, na_rep="", escape=True, border=0, classes="tbl")
+
+
+STYLE = ("<style>body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
+         ".tbl{border-collapse:collapse;font-size:13px}.tbl td,.tbl th{padding:3px 8px;border-bottom:1px solid #ddd}"
+         ".thumbs figure{display:inline-block;margin:4px;text-align:center;font-size:12px}</style>")
+
+
+def video_html(result, plotlyjs: bool | str = True) -> str:
+    info = result.info
+    title = html.escape(Path(result.path).name)
+    meta = pd.DataFrame([{k: info.get(k) for k in ("n_frames", "fps", "duration_s", "width", "height",
+                                                      "n_faces", "dominant_class", "n_intervals")}])
+    thumbs = "".join(f'<figure><img alt="face {fid} frame {fr}" src="data:image/png;base64,{_png_b64(c)}">'
+                     f"<figcaption>face {fid}, frame {fr}</figcaption></figure>"
+                     for fr, fid, c in result.thumbnails)
+    fig = timeline_figure(result).to_html(full_html=False, include_plotlyjs=False, div_id="timeline")
+    iv = result.intervals
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>{STYLE}"
+            f"{_plotly_tag(plotlyjs)}</head><body><h1>{title}</h1>{_table(meta)}"
+            f"<h2>Timeline</h2>{fig}<h2>Spotted intervals ({len(iv)})</h2>"
+            f"{_table(iv) if len(iv) else '<p>none</p>'}<h2>Apex frames</h2><div class='thumbs'>"
+            f"{thumbs or '<p>no faces</p>'}</div></body></html>\n")
+
+
+def write_video_report(result, out_dir: str | Path, stem: str, plotlyjs: bool | str = True) -> dict[str, Path]:
+    """<stem>.frames.csv, <stem>.intervals.csv and <stem>.html in out_dir (each atomic).
+
+    plotlyjs: True embeds plotly.js in the page; a string is used as the script's src (relative
+    path to a shared plotly.min.js, see write_plotly_js)."""
+    out_dir = Path(out_dir)
+    paths = {"frames": out_dir / f"{stem}.frames.csv", "intervals": out_dir / f"{stem}.intervals.csv",
+             "html": out_dir / f"{stem}.html"}
+    write_csv(result.frames, paths["frames"])
+    write_csv(result.intervals, paths["intervals"])
+    atomic_write(paths["html"], video_html(result, plotlyjs))
+    return paths
+
+
+def write_index(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
+    """OUT_DIR/summary.csv and OUT_DIR/index.html: one row per video, linking each report.
+
+    `seconds` (time taken) is the only non-deterministic value; in index.html it sits in cells of
+    class "secs"."""
+    out_dir = Path(out_dir)
+    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    paths = {"summary": write_csv(df, out_dir / "summary.csv")}
+    body = []
+    for r in df.itertuples(index=False):
+        name = html.escape(str(r.video))
+        link = f'<a href="{html.escape(str(r.report))}">{name}</a>' if r.status == "done" and r.report else name
+        cells = [link, html.escape(str(r.status)), html.escape("" if pd.isna(r.error) else str(r.error))]
+        cells += ["" if pd.isna(v) else html.escape(str(v)) for v in
+                  (r.duration_s, r.frames, r.fps, r.faces, r.dominant_class, r.intervals)]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells)
+                    + f"<td class='secs'>{'' if pd.isna(r.seconds) else r.seconds}</td></tr>")
+    done = int((df["status"] == "done").sum())
+    head = "".join(f"<th>{c}</th>" for c in SUMMARY_COLUMNS[:-1])
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>MER batch</title>{STYLE}</head><body>"
+            f"<h1>MER batch: {done} of {len(df)} videos done</h1><table class='tbl'><tr>{head}</tr>"
+            f"{''.join(body)}</table></body></html>\n")
+    paths["index"] = atomic_write(out_dir / "index.html", page)
+    return paths
