@@ -168,6 +168,8 @@ def write_index(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
     class "secs"."""
     out_dir = Path(out_dir)
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    for c in ("frames", "faces", "intervals"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
     paths = {"summary": write_csv(df, out_dir / "summary.csv")}
     body = []
     for r in df.itertuples(index=False):

@@ -93,11 +93,19 @@ def open_video(path: str | Path):
     try:
         vr = decord.VideoReader(str(p), ctx=decord.cpu(0), num_threads=1)
     except Exception as e:  # decord raises DECORDError (a RuntimeError) with ffmpeg's words
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VideoError(f"{p.name}: not a readable video ({msg[:200]})") from None
+        raise VideoError(f"{p.name}: not a readable video ({_clean(e, p)})") from None
     if len(vr) == 0:
         raise VideoError(f"{p.name}: the video has no decodable frames")
     return vr
+
+
+def _clean(e: Exception, path: Path) -> str:
+    """decord's message without its clock time, source location or the absolute path."""
+    import re
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    msg = re.sub(r"\[\d\d:\d\d:\d\d\]\s*", "", msg)
+    msg = re.sub(r"\S+\.(cc|cpp|h):\d+:\s*", "", msg)
+    return msg.replace(str(path), path.name)[:200]
 
 
 def _gray(crop: np.ndarray, side: int) -> np.ndarray:
@@ -121,7 +129,7 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
         fps = float(vr.get_avg_fps())
         h, w = vr[0].shape[:2]
     except Exception as e:
-        raise VideoError(f"{path.name}: cannot read frame timing ({str(e).strip()[:200]})") from None
+        raise VideoError(f"{path.name}: cannot read frame timing ({_clean(e, path)})") from None
     duration = float(ts[-1, 1] - ts[0, 0]) if n else 0.0
     if s.max_frames and n > s.max_frames:
         raise VideoError(f"{path.name}: {n} frames is over the limit of {s.max_frames}")
@@ -165,8 +173,7 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
         try:
             frames = vr.get_batch(idx).asnumpy()
         except Exception as e:
-            raise VideoError(f"{path.name}: decoding failed in frames {idx[0]}-{idx[-1]} "
-                             f"({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})") from None
+            raise VideoError(f"{path.name}: decoding failed in frames {idx[0]}-{idx[-1]} ({_clean(e, path)})") from None
         keys = [i for i in idx if is_key(i)]
         dets = dict(zip(keys, detector.detect(frames[[i - start for i in keys]]))) if keys else {}
         items = []

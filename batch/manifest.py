@@ -1,0 +1,66 @@
+"""OUT_DIR/manifest.json: per video (relative path) its status, reason, settings hash and outputs.
+
+Written atomically after every change, only by the driver. A video is skipped on a re-run when it
+is `done` with the same settings hash and its outputs exist; `failed` with the same hash is kept
+unless --retry-failed; anything else (pending, interrupted, other settings) is redone."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from mer.report import atomic_write
+
+VERSION = 1
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def settings_hash(settings: dict, checkpoint_sha256: str, device: str) -> str:
+    import mer
+    blob = json.dumps({"settings": settings, "checkpoint": checkpoint_sha256, "device": device,
+                       "mer": mer.__version__, "manifest": VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Manifest:
+    def __init__(self, path: Path, videos: dict | None = None):
+        self.path, self.videos = Path(path), videos or {}
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Manifest":
+        path = Path(path)
+        if not path.is_file():
+            return cls(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            videos = data["videos"] if isinstance(data, dict) and isinstance(data.get("videos"), dict) else None
+        except (ValueError, OSError):
+            videos = None
+        if videos is None:
+            raise ValueError(f"{path} is not a manifest written by this tool; delete it or choose another --out")
+        return cls(path, videos)
+
+    def save(self) -> None:
+        atomic_write(self.path, json.dumps({"version": VERSION, "videos": self.videos}, indent=1,
+                                           sort_keys=True, ensure_ascii=False) + "\n")
+
+    def needs_run(self, rel: str, h: str, out_dir: Path, retry_failed: bool) -> bool:
+        e = self.videos.get(rel)
+        if not e or e.get("hash") != h:
+            return True
+        if e.get("status") == "done":
+            return not all((out_dir / p).is_file() for p in e.get("outputs", {}).values())
+        if e.get("status") == "failed":
+            return retry_failed
+        return True
+
+    def set(self, rel: str, **entry) -> None:
+        self.videos[rel] = entry
+        self.save()
