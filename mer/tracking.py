@@ -3,7 +3,7 @@
 A plain IoU tracker: faces detected on a (key)frame are matched to the live tracks by box overlap
 (Hungarian assignment, scipy), unmatched faces open new tracks, and a track that has not been seen
 for `max_missed` updates is closed (a face that comes back after that gets a new id). Ids count
-up from 0 in order of first appearance, so the same video always gives the same ids.
+up from 0 in order of first appearance (left to right within a frame), so the same video always gives the same ids.
 
 Between keyframes (detection every N frames) `interpolate` fills in boxes and landmarks linearly
 for tracks seen on both keyframes; a face seen on only one of them is held to the nearer keyframe.
@@ -53,8 +53,8 @@ class IoUTracker:
             for r, c in zip(rows, cols):
                 if overlap[r, c] >= self.config.min_iou:
                     ids[r] = live[c]
-        for i, f in enumerate(faces):
-            if ids[i] < 0:
+        for i in sorted(range(len(faces)), key=lambda i: (float(faces[i].box[0]), float(faces[i].box[1]))):
+            if ids[i] < 0:  # new faces are numbered left to right
                 ids[i], self.next_id = self.next_id, self.next_id + 1
         seen = set(ids)
         for t in live:
