@@ -117,3 +117,12 @@ def test_reports_escape_atomic_deterministic(tmp_path, media, predictor):
     again = report.write_video_report(r, tmp_path / "a", "clip")
     assert again["html"].read_bytes() == page.encode()                               # deterministic
     assert not list(tmp_path.rglob("*.mer-tmp"))
+
+
+def test_one_frame_video(tmp_path, media, predictor):
+    from batch.synth import make_face_clip
+    from mer.video import analyze_video
+    clip = make_face_clip(tmp_path / "one.mp4", [media / "single_face.jpg"], seconds=0.04, fps=25)
+    r = analyze_video(clip, predictor)
+    assert r.info["n_frames"] == 1 and len(r.frames) == 1 and r.frames["face_id"].tolist() == [0]
+    assert len(r.intervals) == 0 and r.frames["motion"].tolist() == [0.0]
