@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     sdict = asdict(settings)
     job = Job(checkpoint=str(Path(ckpt).resolve()), device=device, settings=sdict,
               settings_hash=settings_hash(sdict, file_sha256(ckpt), device),
-              threads=max(1, (os.cpu_count() or 1) // args.workers),
+              threads=1 if args.address else max(1, (os.cpu_count() or 1) // args.workers),
               timeout=args.timeout_per_video or None)
     for tmp in out.rglob("*.mer-tmp"):  # left by a run that was killed mid-write
         tmp.unlink(missing_ok=True)
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     try:
         if args.engine == "ray":
             from .ray_engine import run_ray
-            run_ray(inp, out, videos, todo, manifest, job, args.address, args.gpus_per_video)
+            run_ray(inp, out, videos, todo, manifest, job, args.address, args.gpus_per_video, args.workers)
         else:
             from .runner import run_local
             run_local(inp, out, videos, todo, manifest, job, args.workers)

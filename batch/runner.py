@@ -67,7 +67,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None) -> dict:
+def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, predictor=None) -> dict:
     """Analyse one video and write its reports; returns the summary fields. Raises on failure.
     Shared by the local worker and the Ray engine."""
     import torch
@@ -78,7 +78,7 @@ def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None) -> 
     torch.set_num_threads(max(1, job.threads))
     s = dict(job.settings)
     settings = VideoSettings(**{**s, "tracker": TrackerConfig(**s["tracker"]), "spotting": SpotConfig(**s["spotting"])})
-    predictor = Predictor(job.checkpoint, device=job.device)
+    predictor = predictor or Predictor(job.checkpoint, device=job.device)
     res = analyze_video(video, predictor, settings, progress=progress, name=rel)
     out = Path(out_dir)
     target = out / rel
