@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -291,7 +292,7 @@ def build_app(model: Model, settings: AppSettings) -> gr.Blocks:
             with gr.Tab("Image", id="image"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        img_in = PathImage(type="filepath", sources=["upload", "clipboard", "webcam"],
+                        img_in = PathImage(type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"],
                                           label="Photo (upload, paste or webcam)", elem_id="image-input")
                         cam = gr.Checkbox(label="Grad-CAM overlay (where the network looked)", value=False)
                         img_btn = gr.Button("Predict", variant="primary", elem_id="predict-image")
@@ -334,12 +335,14 @@ def build_app(model: Model, settings: AppSettings) -> gr.Blocks:
                 with gr.Row():
                     load_btn = gr.Button("Load for my session", variant="primary")
                     reset_btn = gr.Button("Back to the default model")
-                load_btn.click(load_own, [w_in, c_in], [session, banner], api_name=False)
+                load_btn.click(load_own, [w_in, c_in], [session, banner], api_name="load_checkpoint")
                 reset_btn.click(reset_own, None, [session, banner], api_name=False)
     return demo
 
 
 def main() -> None:
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so atexit clean-up runs on `kill`
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = AppSettings()
     t0 = time.perf_counter()

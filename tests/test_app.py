@@ -1,0 +1,266 @@
+"""The real app (`python app.py`) in a subprocess, driven over HTTP by gradio_client: real photos,
+real clips, bad inputs (each a specific message, the server keeps serving), per-session
+checkpoints, 8 concurrent clients."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(300)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(checkpoint: Path, tmp: Path, **env) -> tuple[subprocess.Popen, str]:
+    """`python app.py` on a free port; returns (process, url) once the page answers."""
+    port = free_port()
+    e = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+         "MER_CHECKPOINT": str(checkpoint), "MER_DEVICE": "cpu", "GRADIO_TEMP_DIR": str(tmp / "gradio"),
+         "TMPDIR": str(tmp), **{k: str(v) for k, v in env.items()}}
+    log = open(tmp / "app.log", "wb")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=e, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with {proc.returncode}:\n{(tmp / 'app.log').read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("app.py did not answer within 120 s")
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def app_checkpoint(request) -> Path:
+    """The shipped default once it exists; until then a random-init checkpoint (plumbing only)."""
+    from mer.predict import DEFAULT_CHECKPOINT
+    if DEFAULT_CHECKPOINT.is_file():
+        return DEFAULT_CHECKPOINT
+    return request.getfixturevalue("untrained_checkpoint")
+
+
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    proc, url = start_app(app_checkpoint(request), tmp, MER_MAX_VIDEO_MB=1, MER_MAX_VIDEO_S=10,
+                          MER_MAX_VIDEO_SIDE=1280, MER_DETECT_EVERY=2)
+    yield url
+    stop_app(proc)
+    assert not list(tmp.glob("mer-app-*")), "the app's temp folder was not removed at exit"
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+    return Client(server, verbose=False)
+
+
+def predict(client, path, gradcam=False):
+    from gradio_client import handle_file
+    return client.predict(handle_file(str(path)), gradcam, api_name="/predict_image")
+
+
+def analyze(client, path):
+    from gradio_client import handle_file
+    return client.predict(handle_file(str(path)), api_name="/analyze_video")
+
+
+def error_of(fn, *a) -> str:
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError) as e:
+        fn(*a)
+    return str(e.value)
+
+
+# ---------------------------------------------------------------- images
+
+@pytest.mark.parametrize("name,n", [("single_face.jpg", 1), ("multi_face.jpg", 5), ("no-faces.jpg", 0)])
+def test_photos(client, media, name, n):
+    img, msg, plot, table, js = predict(client, media / name)
+    assert js["n_faces"] == n and len(js["faces"]) == n and len(table["data"]) == n
+    assert msg.startswith(f"**{n} face") if n else "No face found" in msg
+    assert Image.open(img).size == (js["width"], js["height"])  # under the display limit: full size
+    assert plot["type"] == "plotly" and plot["plot"].count('"name":"face #') == n
+    for f in js["faces"]:
+        assert abs(sum(f["probs"].values()) - 1) < 1e-4 and f["top_class"] in js["classes"]
+
+
+def test_gradcam_changes_the_picture(client, media):
+    plain = np.asarray(Image.open(predict(client, media / "single_face.jpg")[0]), np.float32)
+    cam, _, _, _, js = predict(client, media / "single_face.jpg", True)
+    cam = np.asarray(Image.open(cam), np.float32)
+    x1, y1, x2, y2 = (int(v) for v in js["faces"][0]["box"])
+    inside = np.abs(plain[y1:y2, x1:x2] - cam[y1:y2, x1:x2]).mean()
+    assert inside > 10, "Grad-CAM overlay not drawn on the face"
+    assert np.abs(plain[:20, :20] - cam[:20, :20]).mean() < 3, "overlay spilled outside the face"
+
+
+def _bad_images(tmp: Path, media: Path) -> dict:
+    good = Image.open(media / "single_face.jpg").convert("RGB")
+    (tmp / "corrupt.jpg").write_bytes(b"this is not an image at all" * 20)
+    (tmp / "truncated.jpg").write_bytes((media / "single_face.jpg").read_bytes()[:3000])
+    (tmp / "empty.png").write_bytes(b"")
+    Image.new("1", (20000, 20000), 1).save(tmp / "huge.png")
+    return {"corrupt.jpg": "not a readable image", "truncated.jpg": "corrupt or truncated",
+            "empty.png": "empty", "huge.png": "too large"}, good
+
+
+def test_bad_images_specific_messages(client, media, tmp_path):
+    bad, _ = _bad_images(tmp_path, media)
+    for name, words in bad.items():
+        msg = error_of(predict, client, tmp_path / name)
+        assert words in msg and name in msg, (name, msg)
+        print(name, "->", msg)
+        assert "Traceback" not in msg and str(tmp_path) not in msg
+    assert predict(client, media / "single_face.jpg")[4]["n_faces"] == 1  # still serving
+
+
+def test_unusual_modes_are_handled(client, media, tmp_path):
+    """16-bit, RGBA and CMYK are real images: converted, and the face is still found."""
+    rgb = Image.open(media / "single_face.jpg").convert("RGB")
+    gray16 = (np.asarray(rgb.convert("L"), np.uint16) * 257)
+    Image.fromarray(gray16).save(tmp_path / "gray16.png")
+    assert Image.open(tmp_path / "gray16.png").mode.startswith("I")
+    rgb.convert("RGBA").save(tmp_path / "rgba.png")
+    rgb.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    for name in ("gray16.png", "rgba.png", "cmyk.jpg"):
+        js = predict(client, tmp_path / name)[4]
+        assert js["n_faces"] == 1, name
+
+
+def test_eight_concurrent_clients(server, media):
+    from gradio_client import Client
+
+    def one(i):
+        c = Client(server, verbose=False)
+        return predict(c, media / ("single_face.jpg" if i % 2 else "multi_face.jpg"), i % 4 == 0)[4]["n_faces"]
+
+    with cf.ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(one, range(8)))
+    assert got == [5, 1] * 4
+
+
+# ---------------------------------------------------------------- videos
+
+def _clip(path: Path, frames: int, size=(160, 120), fps=10.0, photo=None) -> Path:
+    from mer.encode import write_h264
+    base = np.full((size[1], size[0], 3), 90, np.uint8)
+    if photo is not None:
+        import cv2
+        base = cv2.resize(photo, size)
+    return write_h264((np.roll(base, i, axis=1) for i in range(frames)), path, fps)
+
+
+def test_real_clip_csv_rows_equal_decoded_frames(client, media):
+    import decord
+    summary, preview, plot, iv, csv = analyze(client, media / "single_face.mp4")
+    n = len(decord.VideoReader(str(media / "single_face.mp4")))
+    df = pd.read_csv(csv)
+    assert len(df) == n == df["frame"].nunique() and df["face_id"].notna().all()
+    assert f"**{n} frames**" in summary and "1 face track" in summary
+    assert list(iv["headers"])[:4] == ["face_id", "onset_frame", "apex_frame", "offset_frame"]
+    assert plot["type"] == "plotly" and "face 0" in plot["plot"]
+    pv = decord.VideoReader(preview)
+    assert len(pv) == n
+    probe = subprocess.run([_ffmpeg(), "-hide_banner", "-i", preview], capture_output=True, text=True).stderr
+    assert "h264" in probe and "yuv420p" in probe, probe
+
+
+def _ffmpeg() -> str:
+    import imageio_ffmpeg
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def test_bad_videos_specific_messages(client, media, tmp_path):
+    (tmp_path / "notes.mp4").write_text("this is a text file, not a video\n" * 50)
+    data = (media / "single_face.mp4").read_bytes()
+    (tmp_path / "truncated.mp4").write_bytes(data[:len(data) // 3])
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "big.mp4").write_bytes(os.urandom(2 * 2**20))
+    _clip(tmp_path / "long.mp4", 110, (64, 48), fps=10)           # 11 s > MER_MAX_VIDEO_S=10
+    _clip(tmp_path / "wide.mp4", 2, (1400, 64), fps=10)            # 1400 px > MER_MAX_VIDEO_SIDE=1280
+    cases = {"notes.mp4": "not a readable video", "truncated.mp4": "truncated.mp4",
+             "empty.mp4": "empty", "big.mp4": "up to 1 MB", "long.mp4": "over the limit of 10 s",
+             "wide.mp4": "up to 1280 px"}
+    for name, words in cases.items():
+        msg = error_of(analyze, client, tmp_path / name)
+        assert words in msg, (name, msg)
+        print(name, "->", msg)
+        assert "Traceback" not in msg and str(tmp_path) not in msg, msg
+    assert predict(client, media / "single_face.jpg")[4]["n_faces"] == 1  # still serving
+
+
+def test_no_face_and_one_frame_clips(client, media, tmp_path):
+    import decord
+    summary, preview, plot, iv, csv = analyze(client, media / "no_face.mp4")
+    assert "No face found" in summary
+    df = pd.read_csv(csv)
+    assert len(df) == len(decord.VideoReader(str(media / "no_face.mp4"))) and df["face_id"].isna().all()
+    assert iv["data"] == [] or len(iv["data"]) == 0
+    photo = np.asarray(Image.open(media / "single_face.jpg").convert("RGB"))
+    _clip(tmp_path / "one.mp4", 1, (320, 240), photo=photo)
+    summary, preview, plot, iv, csv = analyze(client, tmp_path / "one.mp4")
+    assert "Only one frame" in summary and len(pd.read_csv(csv)) == 1
+
+
+# ---------------------------------------------------------------- own checkpoint, per session
+
+def test_own_checkpoint_is_validated_and_per_session(server, media, tmp_path, untrained_checkpoint):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+    mine, other = Client(server, verbose=False), Client(server, verbose=False)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(AppError, match="Checkpoint refused: junk.safetensors: not a valid safetensors"):
+        mine.predict(handle_file(str(tmp_path / "junk.safetensors")), None, api_name="/load_checkpoint")
+    (tmp_path / "evil.pt").write_bytes(b"pickle")
+    with pytest.raises(AppError, match=r"\.safetensors"):  # gradio checks file_types first
+        mine.predict(handle_file(str(tmp_path / "evil.pt")), None, api_name="/load_checkpoint")
+    import shutil
+    shutil.copyfile(untrained_checkpoint, tmp_path / "mine.safetensors")
+    shutil.copyfile(untrained_checkpoint.with_suffix(".json"), tmp_path / "mine.json")
+    banner = mine.predict(handle_file(str(tmp_path / "mine.safetensors")),
+                          handle_file(str(tmp_path / "mine.json")), api_name="/load_checkpoint")
+    assert "mine.safetensors (your session only)" in banner and "random init" in banner
+    assert predict(mine, media / "single_face.jpg")[4]["checkpoint"] == "mine.safetensors"
+    default = predict(other, media / "single_face.jpg")[4]["checkpoint"]
+    assert default == app_checkpoint_name()
+
+
+def app_checkpoint_name() -> str:
+    from mer.predict import DEFAULT_CHECKPOINT
+    return DEFAULT_CHECKPOINT.name if DEFAULT_CHECKPOINT.is_file() else "untrained.safetensors"
+
+
+def test_page_has_banner_and_no_share_link(server):
+    with urllib.request.urlopen(server, timeout=10) as r:
+        page = r.read().decode()
+    assert "Classes:" in page and "Not a clinical" in page and "predict_image" in page
+    assert "gradio.live" not in page
