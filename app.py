@@ -299,7 +299,7 @@ def build_app(model: Model, settings: AppSettings) -> gr.Blocks:
                     with gr.Column(scale=1):
                         img_out = gr.Image(label="Faces", type="numpy", format="jpeg", elem_id="image-output")
                         img_msg = gr.Markdown(elem_id="image-message")
-                img_plot = gr.Plot(label="Class probabilities per face")
+                img_plot = gr.Plot(label="Class probabilities per face", elem_id="image-plot")
                 img_table = gr.Dataframe(label="Per-face results", interactive=False)
                 img_json = gr.JSON(label="JSON")
                 ex = sorted(EXAMPLES.glob("*.jpg"))
@@ -318,7 +318,7 @@ def build_app(model: Model, settings: AppSettings) -> gr.Blocks:
                     with gr.Column(scale=1):
                         vid_out = gr.Video(label="Annotated preview (H.264)", elem_id="video-output")
                 vid_msg = gr.Markdown(elem_id="video-message")
-                vid_plot = gr.Plot(label="Timeline per face (spotted intervals shaded)")
+                vid_plot = gr.Plot(label="Timeline per face (spotted intervals shaded)", elem_id="video-plot")
                 vid_iv = gr.Dataframe(label="Spotted intervals", interactive=False)
                 vid_csv = gr.File(label="Per-frame CSV")
                 exv = sorted(EXAMPLES.glob("*.mp4"))

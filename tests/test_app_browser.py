@@ -1,0 +1,61 @@
+"""The real app page in Debian's headless Chromium (driven by playwright's python package; no
+browser download): both tabs render, an example photo is predicted, the result shows up."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from test_app import app_checkpoint, start_app, stop_app
+
+CHROMIUM = os.environ.get("MER_CHROMIUM", "/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[1]
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def browser_page(request, tmp_path_factory):
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium; .ci/run does)")
+    pw_api = pytest.importorskip("playwright.sync_api", reason="playwright (requirements-test.txt) not installed")
+    tmp = tmp_path_factory.mktemp("browser")
+    proc, url = start_app(app_checkpoint(request), tmp)
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp)
+    with pw_api.sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                    args=FLAGS, viewport={"width": 1280, "height": 1400})
+        page = ctx.new_page()
+        page.goto(url, wait_until="load", timeout=60_000)
+        try:
+            yield page
+        finally:
+            ctx.close()
+            stop_app(proc)
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_tabs_render_and_prediction_shows_up(browser_page, tmp_path):
+    page = browser_page
+    page.get_by_text("Not a clinical").first.wait_for(timeout=30_000)  # the model-card banner
+    page.get_by_role("tab", name="Image").wait_for()
+    page.locator("#image-input input[type=file]").set_input_files(str(ROOT / "examples" / "astronaut.jpg"))
+    page.locator("#predict-image").click()
+    msg = page.locator("#image-message")
+    msg.get_by_text("1 face").wait_for(timeout=60_000)
+    assert page.locator("#image-output img").count() == 1
+    page.locator("#image-plot .js-plotly-plot").first.wait_for(timeout=30_000)  # the bar chart
+    shot = tmp_path / "image_tab.png"
+    page.screenshot(path=str(shot), full_page=False)
+    assert shot.stat().st_size > 20_000
+    if os.environ.get("MER_SCREENSHOT"):  # refresh docs/screenshot_app.png
+        shutil.copyfile(shot, os.environ["MER_SCREENSHOT"])
+
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#analyze-video").wait_for(timeout=10_000)
+    assert page.locator("#video-input").is_visible()
+    assert "MB" in page.get_by_text("Clips up to").first.inner_text()
