@@ -281,6 +281,12 @@ def build_app(model: Model, settings: AppSettings) -> gr.Blocks:
         own = Model(pred, w.name)
         return own, card_markdown(pred.card, f"{w.name} (your session only)")
 
+    def toggle_cam(image, gradcam: bool, session: Model | None):
+        """The Grad-CAM checkbox re-runs the prediction when there is an image."""
+        if image is None:
+            return [gr.skip()] * 5
+        return predict_image(image, gradcam, session)
+
     def reset_own():
         return None, card_markdown(model.predictor.card, model.name)
 
@@ -307,6 +313,8 @@ def build_app(model: Model, settings: AppSettings) -> gr.Blocks:
                     gr.Examples([[str(p), False] for p in ex], [img_in, cam])
                 img_btn.click(predict_image, [img_in, cam, session],
                               [img_out, img_msg, img_plot, img_table, img_json], api_name="predict_image")
+                cam.change(toggle_cam, [img_in, cam, session], [img_out, img_msg, img_plot, img_table, img_json],
+                           api_name=False)
             with gr.Tab("Video", id="video"):
                 gr.Markdown(f"Clips up to {settings.max_video_mb:g} MB, {settings.max_video_s:g} s and "
                             f"{settings.max_video_side} px on the longer side. Same analysis and CSV as "
