@@ -59,3 +59,13 @@ def test_tabs_render_and_prediction_shows_up(browser_page, tmp_path):
     page.locator("#analyze-video").wait_for(timeout=10_000)
     assert page.locator("#video-input").is_visible()
     assert "MB" in page.get_by_text("Clips up to").first.inner_text()
+    page.locator("#video-input input[type=file]").set_input_files(str(ROOT / "examples" / "astronaut.mp4"))
+    page.locator("#analyze-video").click()
+    page.locator("#video-message").get_by_text("100 frames").wait_for(timeout=90_000)
+    page.locator("#video-plot .js-plotly-plot").first.wait_for(timeout=30_000)  # the timeline
+    video = page.locator("#video-output video")
+    video.wait_for(timeout=30_000)
+    page.wait_for_function("() => { const v = document.querySelector('#video-output video');"
+                           " return v && v.readyState >= 1 && v.videoWidth > 0; }", timeout=30_000)
+    w, h = video.evaluate("v => [v.videoWidth, v.videoHeight]")
+    assert (w, h) == (320, 240), "the H.264 preview did not decode in Chromium"
