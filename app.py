@@ -52,7 +52,7 @@ class AppSettings:
     max_video_mb: float = field(default_factory=lambda: _env("MER_MAX_VIDEO_MB", 50.0, float))
     max_video_s: float = field(default_factory=lambda: _env("MER_MAX_VIDEO_S", 60.0, float))
     max_video_side: int = field(default_factory=lambda: _env("MER_MAX_VIDEO_SIDE", 1920, int))
-    detect_every: int = field(default_factory=lambda: _env("MER_DETECT_EVERY", 2, int))
+    detect_every: int = field(default_factory=lambda: _env("MER_DETECT_EVERY", 3, int))
     preview_side: int = field(default_factory=lambda: _env("MER_PREVIEW_SIDE", 640, int))
     max_display_side: int = 1600    # the annotated image is shrunk to this for the browser
     concurrency: int = field(default_factory=lambda: _env("MER_CONCURRENCY", 2, int))

@@ -109,12 +109,14 @@ def main() -> None:
         proc.wait(30)
     from mer.predict import Predictor
     from mer.video import VideoSettings, analyze_video
+    from app import AppSettings
+    every = AppSettings().detect_every
     pred = Predictor(ckpt)
-    analyze_video(clip, pred, VideoSettings(detect_every=2))  # warm-up (builds MTCNN)
+    analyze_video(clip, pred, VideoSettings(detect_every=every))  # warm-up (builds MTCNN)
     t = time.perf_counter()
-    analyze_video(clip, pred, VideoSettings(detect_every=2))
+    analyze_video(clip, pred, VideoSettings(detect_every=every))
     core_s = time.perf_counter() - t
-    print(f"mer.video.analyze_video alone (detect_every=2, as the app): {core_s:.1f} s = "
+    print(f"mer.video.analyze_video alone (detect_every={every}, as the app): {core_s:.1f} s = "
           f"{core_s / args.seconds:.2f} x clip duration")
 
 
