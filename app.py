@@ -291,7 +291,7 @@ def build_app(model: Model, settings: AppSettings) -> gr.Blocks:
         return None, card_markdown(model.predictor.card, model.name)
 
     with gr.Blocks(title="MER workbench", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
-        session = gr.State(None)
+        session = gr.State(None, time_to_live=3600)  # an uploaded model lives 1 h without use
         gr.Markdown("# MER workbench: micro-expression recognition demo")
         banner = gr.Markdown(card_markdown(model.predictor.card, model.name), elem_id="model-card")
         with gr.Tabs():
@@ -361,7 +361,8 @@ def main() -> None:
     demo.queue(max_size=s.queue_size, default_concurrency_limit=s.concurrency)
     log.info("model %s on %s loaded in %.1f s", name, predictor.device, time.perf_counter() - t0)
     demo.launch(server_name=s.server_name, server_port=s.server_port, share=False, show_error=False,
-                max_file_size=s.max_file_size, ssr_mode=False, footer_links=["api"])
+                max_file_size=s.max_file_size, ssr_mode=False, footer_links=["api"],
+                state_session_capacity=200)  # bounded memory for per-session models
 
 
 if __name__ == "__main__":
