@@ -354,7 +354,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = AppSettings()
     t0 = time.perf_counter()
-    predictor = Predictor(s.checkpoint, device=s.device)
+    try:
+        predictor = Predictor(s.checkpoint, device=s.device)
+    except CheckpointError as e:
+        sys.exit(f"app.py: cannot load the model: {e}\n(set MER_CHECKPOINT to a .safetensors checkpoint)")
     predictor.detector  # build MTCNN now, not on the first request
     name = Path(predictor.checkpoint).name
     demo = build_app(Model(predictor, name), s)

@@ -276,3 +276,12 @@ def test_upload_size_limit_enforced_by_the_server(server, client, media, tmp_pat
         r = httpx.post(server + "gradio_api/upload", files={"files": ("big.jpg", f)}, timeout=30)
     assert r.status_code == 413, (r.status_code, r.text[:200])
     assert predict(client, media / "single_face.jpg")[4]["n_faces"] == 1  # still serving
+
+
+def test_unusable_checkpoint_stops_start_up_with_the_reason(tmp_path):
+    (tmp_path / "x.safetensors").write_bytes(b"")
+    r = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "MER_CHECKPOINT": str(tmp_path / "x.safetensors"),
+                            "GRADIO_SERVER_PORT": str(free_port())})
+    assert r.returncode == 1 and "cannot load the model" in r.stderr and "empty (0 bytes)" in r.stderr
+    assert "Traceback" not in r.stderr
