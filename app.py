@@ -14,7 +14,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import atexit
 import copy
 import functools
-import json
 import logging
 import shutil
 import sys
