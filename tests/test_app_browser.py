@@ -25,18 +25,20 @@ def browser_page(request, tmp_path_factory):
     pw_api = pytest.importorskip("playwright.sync_api", reason="playwright (requirements-test.txt) not installed")
     tmp = tmp_path_factory.mktemp("browser")
     proc, url = start_app(app_checkpoint(request), tmp)
-    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp)
-    with pw_api.sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
-                                                    args=FLAGS, viewport={"width": 1280, "height": 1400})
-        page = ctx.new_page()
-        page.goto(url, wait_until="load", timeout=60_000)
-        try:
-            yield page
-        finally:
-            ctx.close()
-            stop_app(proc)
-            shutil.rmtree(profile, ignore_errors=True)
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp)  # a fresh profile
+    try:
+        with pw_api.sync_playwright() as pw:
+            ctx = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
+                                                        args=FLAGS, viewport={"width": 1280, "height": 1400})
+            try:
+                page = ctx.new_page()
+                page.goto(url, wait_until="load", timeout=60_000)
+                yield page
+            finally:
+                ctx.close()
+    finally:
+        stop_app(proc)
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_tabs_render_and_prediction_shows_up(browser_page, tmp_path):
