@@ -115,6 +115,8 @@ def main(argv=None) -> int:
         return 130
     except ImportError as e:
         return usage_error(f"engine {args.engine} is not available: {e}")
+    for tmp in out.rglob("*.mer-tmp"):  # of workers killed mid-write (all writers are done now)
+        tmp.unlink(missing_ok=True)
     rows = [summary_row(v, manifest.videos.get(v)) for v in videos]
     write_index(rows, out)
     failed = [r for r in rows if r["status"] != "done"]

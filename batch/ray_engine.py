@@ -48,13 +48,15 @@ def _predictor(ckpt_bytes: bytes, job: Job):
 
 
 def video_task(video: str, rel: str, out_dir: str, job: Job, ckpt_bytes: bytes):
-    """One video on a Ray worker -> ("done", summary) or ("failed", reason)."""
+    """One video on a Ray worker -> ("done", summary, seconds) or ("failed", reason, seconds)."""
     from mer.video import VideoError
     from .runner import analyze_one
+    t = time.monotonic()
     try:
-        return "done", analyze_one(video, rel, out_dir, job, predictor=_predictor(ckpt_bytes, job)), os.getpid()
+        return "done", analyze_one(video, rel, out_dir, job, predictor=_predictor(ckpt_bytes, job)), \
+            round(time.monotonic() - t, 2)
     except VideoError as e:
-        return "failed", str(e), os.getpid()
+        return "failed", str(e), round(time.monotonic() - t, 2)
 
 
 def run_ray(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str], manifest: Manifest,
@@ -85,10 +87,10 @@ def run_ray(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str], 
             for ref in ready:
                 rel, t0 = refs.pop(ref)
                 try:
-                    status, payload, _pid = ray.get(ref)
+                    status, payload, secs = ray.get(ref)  # secs: time in the task itself
                 except Exception as e:  # the task crashed (after retries) or raised
                     status, payload = "failed", f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
-                secs = round(now - t0, 2)
+                    secs = round(now - t0, 2)
                 if status == "done":
                     manifest.set(rel, status="done", hash=job.settings_hash, outputs=outputs_for(rel),
                                  summary=payload, seconds=secs)

@@ -59,12 +59,14 @@ def outputs_for(rel: str) -> dict[str, str]:
     return {k: rel + s for k, s in OUTPUT_SUFFIXES.items()}
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     try:
         import ctypes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:
         pass
+    if os.getppid() != parent:  # the driver died before the line above ran
+        os._exit(1)
 
 
 def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, predictor=None) -> dict:
@@ -89,8 +91,8 @@ def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, pre
             "dominant_class": i["dominant_class"], "intervals": i["n_intervals"]}
 
 
-def _worker(conn, video: str, rel: str, out_dir: str, job: Job) -> None:
-    _die_with_parent()
+def _worker(conn, video: str, rel: str, out_dir: str, job: Job, parent: int) -> None:
+    _die_with_parent(parent)
     from mer.video import VideoError
     try:
         row = analyze_one(video, rel, out_dir, job, progress=lambda d, t: conn.send(("progress", d, t)))
@@ -163,7 +165,7 @@ def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str]
                 rel = queue.pop(0)
                 manifest.set(rel, status="pending", hash=job.settings_hash)
                 parent, child = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_worker, args=(child, str(input_dir / rel), rel, str(out_dir), job),
+                proc = ctx.Process(target=_worker, args=(child, str(input_dir / rel), rel, str(out_dir), job, os.getpid()),
                                    daemon=True)
                 proc.start()
                 child.close()
