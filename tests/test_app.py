@@ -285,3 +285,17 @@ def test_unusable_checkpoint_stops_start_up_with_the_reason(tmp_path):
                             "GRADIO_SERVER_PORT": str(free_port())})
     assert r.returncode == 1 and "cannot load the model" in r.stderr and "empty (0 bytes)" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_video_progress_is_reported(client):
+    """The progress bar is fed from analyze_video's callback: frames done out of frames total."""
+    from gradio_client import handle_file
+    job = client.submit(handle_file(str(ROOT / "examples" / "astronaut.mp4")), api_name="/analyze_video")
+    seen = set()
+    while not job.done():
+        st = job.status()
+        for u in st.progress_data or []:
+            seen.add((u.unit, u.length, u.desc))
+        time.sleep(0.05)
+    assert job.result()[0].startswith("**100 frames**")
+    assert ("frames", 100, "analysing") in seen, seen
