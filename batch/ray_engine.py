@@ -118,7 +118,8 @@ def run_ray(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str], 
 
 
 def bench_workers(tmp: Path, checkpoint: str, clips: list[Path]) -> None:
-    """bench/batch.py --ray: videos/s through the Ray engine with 1 vs 2 worker CPUs."""
+    """bench/batch.py --ray: videos/s through the Ray engine (a local instance, 4 copies of each clip,
+    Ray start-up included) with 1 vs 2 workers."""
     import subprocess
     src = tmp / "ray-in"
     src.mkdir(exist_ok=True)
@@ -130,9 +131,12 @@ def bench_workers(tmp: Path, checkpoint: str, clips: list[Path]) -> None:
     rates = {}
     for n in (1, 2):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "batch", str(src), "--out", str(tmp / f"ray-out-{n}"), "--engine",
+        r = subprocess.run([sys.executable, "-m", "batch", str(src), "--out", str(tmp / f"ray-out-{n}"), "--engine",
                         "ray", "--checkpoint", checkpoint, "--workers", str(n)], cwd=ROOT, check=False,
                        capture_output=True)
+        if r.returncode != 0:
+            print(f"Ray engine, {n} worker(s): failed (exit {r.returncode}): {r.stderr[-500:]}")
+            return
         rates[n] = len(list(src.iterdir())) / (time.perf_counter() - t)
         print(f"Ray engine, {n} worker(s): {rates[n]:.3f} videos/s")
     print(f"  2 / 1 workers = {rates[2] / rates[1]:.2f}")

@@ -155,7 +155,7 @@ def main() -> None:
               f", ratio {b['maxrss_mb'] / a['maxrss_mb']:.2f} (target <= 1.2)")
     if args.ray:
         from batch.ray_engine import bench_workers
-        bench_workers(tmp, ckpt, [c[1] for c in clips])
+        bench_workers(tmp, ckpt, [clips[0][1]])
 
 
 if __name__ == "__main__":
