@@ -125,9 +125,13 @@ def user_errors(what: str):
 
 def card_markdown(card: ModelCard, name: str) -> str:
     synthetic = "synthetic" in (card.trained_on or "").lower()
-    metrics = ", ".join(f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}"
-                        for k, v in (card.metrics or {}).items()
-                        if isinstance(v, (int, float, str))) or "none reported"
+    def flat(d, pre=""):
+        for k, v in (d or {}).items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{pre}{k}.")
+            elif isinstance(v, (int, float, str)):
+                yield f"{pre}{k} = {v:.3f}" if isinstance(v, float) else f"{pre}{k} = {v}"
+    metrics = ", ".join(list(flat(card.metrics))[:12]) or "none reported"
     warn = ("**Trained on SYNTHETIC data: a demo of the pipeline, not a lie detector.** "
             if synthetic else "")
     return (f"### Model: `{name}` ({card.arch}, {card.input_mode} {card.input_size[0]}×{card.input_size[1]})\n"
