@@ -266,6 +266,11 @@ def test_page_has_banner_and_no_share_link(server):
     assert "gradio.live" not in page
 
 
+def test_named_endpoints(client):
+    named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert named == {"/predict_image", "/analyze_video", "/load_checkpoint"}, named
+
+
 def test_upload_size_limit_enforced_by_the_server(server, client, media, tmp_path):
     import httpx
     big = tmp_path / "big.jpg"
