@@ -40,6 +40,9 @@ def inputs(tmp_path_factory, media):
     (d / "notes.mp4").write_text("this is text, not a video\n")
     data = (media / "WolfgangLanger_Pexels.mp4").read_bytes()
     (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    junk = bytearray((media / "single_face.mp4").read_bytes())  # sample data overwritten mid-file
+    junk[len(junk) // 2: len(junk) // 2 + 4096] = np.random.default_rng(1).integers(0, 256, 4096, np.uint8).tobytes()
+    (d / "corrupt.mkv").write_bytes(bytes(junk))
     (d / "readme.txt").write_text("not a video")
     return d
 
@@ -77,11 +80,13 @@ def test_outputs_of_a_full_run(full_run, untrained_checkpoint):
     s = pd.read_csv(out / "summary.csv", keep_default_na=False).set_index("video")
     assert s.loc["wolf.mp4", "status"] == "done" and s.loc[ODD, "status"] == "done"
     assert s.loc["two_faces.avi", "status"] == "done"
-    assert "readme.txt" not in s.index and len(s) == 6
+    assert "readme.txt" not in s.index and len(s) == 7
     assert "empty file" in s.loc["zero.mp4", "error"]
     assert "not a readable video" in s.loc["notes.mp4", "error"]
     assert s.loc["truncated.mp4", "status"] == "failed" and s.loc["truncated.mp4", "error"]
-    assert "FAILED zero.mp4" in r.stderr and "3 of 6 videos done" in r.stderr
+    assert "decoding failed in frames" in s.loc["corrupt.mkv", "error"]
+    assert not re.search(r"\d\d:\d\d:\d\d|/github/|\.cc:", "".join(s["error"]))  # no clock, no C++ source
+    assert "FAILED zero.mp4" in r.stderr and "3 of 7 videos done" in r.stderr
 
     wolf = pd.read_csv(out / "wolf.mp4.frames.csv")
     assert len(wolf) == 472 and wolf["frame"].tolist() == list(range(472))
@@ -120,7 +125,7 @@ def test_rerun_skips_done_and_failed(full_run, inputs, untrained_checkpoint):
     assert r.returncode == 1 and "0 to run" in r.stderr
     assert {p: p.stat().st_mtime_ns for p in before} == before
     r = run_batch(inputs, "--out", out, "--checkpoint", untrained_checkpoint, "--retry-failed")
-    assert r.returncode == 1 and "3 to run" in r.stderr
+    assert r.returncode == 1 and "4 to run" in r.stderr
 
 
 def test_help_and_usage_errors(tmp_path, untrained_checkpoint):
