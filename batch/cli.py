@@ -103,13 +103,18 @@ def main(argv=None) -> int:
     print(f"{len(videos)} videos under {inp}: {len(videos) - len(todo)} already done or failed with these "
           f"settings, {len(todo)} to run (engine {args.engine}, device {device})", file=sys.stderr)
     t0 = time.monotonic()
+
+    def refresh_index():  # keeps OUT_DIR/index.html current while a long run goes on
+        write_index([summary_row(v, manifest.videos.get(v)) for v in videos], out)
+
+    refresh_index()
     try:
         if args.engine == "ray":
             from .ray_engine import run_ray
-            run_ray(inp, out, videos, todo, manifest, job, args.address, args.gpus_per_video, args.workers)
+            run_ray(inp, out, videos, todo, manifest, job, args.address, args.gpus_per_video, args.workers, refresh_index)
         else:
             from .runner import run_local
-            run_local(inp, out, videos, todo, manifest, job, args.workers)
+            run_local(inp, out, videos, todo, manifest, job, args.workers, refresh_index)
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -60,7 +60,7 @@ def video_task(video: str, rel: str, out_dir: str, job: Job, ckpt_bytes: bytes):
 
 
 def run_ray(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str], manifest: Manifest,
-            job: Job, address: str | None, gpus_per_video: float, local_cpus: int | None = None) -> None:
+            job: Job, address: str | None, gpus_per_video: float, local_cpus: int | None = None, on_done=None) -> None:
     import ray
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}}
     kw = dict(runtime_env=env, log_to_driver=False, configure_logging=False)
@@ -99,6 +99,8 @@ def run_ray(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str], 
                     manifest.set(rel, status="failed", hash=job.settings_hash, reason=payload, seconds=secs)
                     tqdm.write(f"FAILED {rel}: {payload}")
                 bar.update(1)
+                if on_done:
+                    on_done()
             if job.timeout:
                 for ref, (rel, t0) in list(refs.items()):
                     if now - t0 > job.timeout:

@@ -129,8 +129,9 @@ def summary_row(rel: str, entry: dict | None) -> dict:
 
 
 def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str], manifest: Manifest,
-              job: Job, workers: int) -> None:
-    """Run the `todo` videos, `workers` at a time, updating the manifest as each ends."""
+              job: Job, workers: int, on_done=None) -> None:
+    """Run the `todo` videos, `workers` at a time, updating the manifest as each ends (then
+    calling on_done(), e.g. to refresh index.html)."""
     ctx = mp.get_context("spawn")
     queue = list(todo)
     running: dict = {}  # conn -> [rel, process, start, bar, result, bar position]
@@ -154,6 +155,8 @@ def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str]
             manifest.set(rel, status="failed", hash=job.settings_hash, reason=reason, seconds=secs)
             tqdm.write(f"FAILED {rel}: {reason}")
         bar.close()
+        if on_done:
+            on_done()
         free_pos.append(pos)
         overall.update(1)
         conn.close()
