@@ -41,7 +41,7 @@ def predictor_for(checkpoint: str | None, device: str, tmp: Path):
     return Predictor(checkpoint, device=device)
 
 
-def decode_only(path, chunk=64) -> float:
+def decode_only(path, chunk) -> float:
     from mer.video import open_video
     t = time.perf_counter()
     vr = open_video(path)
@@ -51,7 +51,7 @@ def decode_only(path, chunk=64) -> float:
     return n / (time.perf_counter() - t)
 
 
-def decode_detect(path, detector, every: int, chunk=64) -> float:
+def decode_detect(path, detector, every: int, chunk) -> float:
     from mer.video import open_video
     t = time.perf_counter()
     vr = open_video(path)
@@ -84,17 +84,20 @@ def full(path, predictor, settings) -> float:
     return r.info["n_frames"] / (time.perf_counter() - t)
 
 
-def mem_child(path: str, checkpoint: str, device: str, every: int) -> None:
+def mem_child(path: str, checkpoint: str, device: str, every: int, chunk: int) -> None:
     from mer.predict import Predictor
     from mer.video import VideoSettings, analyze_video
-    r = analyze_video(path, Predictor(checkpoint, device=device), VideoSettings(detect_every=every))
+    r = analyze_video(path, Predictor(checkpoint, device=device), VideoSettings(detect_every=every, chunk_size=chunk))
     print(json.dumps({"frames": r.info["n_frames"], "rows": len(r.frames),
                       "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def peak_memory(path: Path, checkpoint: str, device: str, every: int) -> dict:
+def peak_memory(path: Path, checkpoint: str, device: str, every: int, chunk: int = 64) -> dict:
+    import os
+    env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}  # as the batch tool's workers
     out = subprocess.run([sys.executable, __file__, "--mem-child", str(path), "--checkpoint", checkpoint,
-                          "--device", device, "--detect-every", str(every)], capture_output=True, text=True, check=True)
+                          "--device", device, "--detect-every", str(every), "--chunk-size", str(chunk)], capture_output=True, text=True,
+                         check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -109,10 +112,11 @@ def main() -> None:
     ap.add_argument("--mem-every", type=int, default=5, help="--detect-every for the (slow) memory runs")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--ray", action="store_true", help="also measure Ray throughput with 1 vs 2 workers")
+    ap.add_argument("--chunk-size", type=int, default=64, help="frames decoded at a time (VideoSettings.chunk_size)")
     ap.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mem_child:
-        return mem_child(args.mem_child, args.checkpoint, args.device, args.detect_every)
+        return mem_child(args.mem_child, args.checkpoint, args.device, args.detect_every, args.chunk_size)
 
     import torch
     from batch.synth import make_face_clip
@@ -122,7 +126,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mer-bench-"))
     p = predictor_for(args.checkpoint, dev, tmp)
     ckpt = str(p.checkpoint)
-    settings = VideoSettings(detect_every=args.detect_every, detect_max_side=args.detect_max_side)
+    settings = VideoSettings(detect_every=args.detect_every, detect_max_side=args.detect_max_side,
+                             chunk_size=args.chunk_size)
     det = _detector_for(p, settings)
     print(f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}, detect_every "
           f"{args.detect_every}, detect_max_side {args.detect_max_side}, checkpoint {Path(ckpt).name}")
@@ -135,7 +140,7 @@ def main() -> None:
         clips.append((f"generated 640x360, {args.long_seconds:g} s", long))
     full(clips[0][1], p, settings)  # warm-up (model, MTCNN, allocator)
     for name, path in clips:
-        r = {"decode": decode_only(path), "detect": decode_detect(path, det, args.detect_every),
+        r = {"decode": decode_only(path, args.chunk_size), "detect": decode_detect(path, det, args.detect_every, args.chunk_size),
              "full": full(path, p, settings), "naive": naive(path, p)}
         print(f"\n{name}")
         print(f"  decode only              {r['decode']:8.1f} fps")
@@ -148,8 +153,8 @@ def main() -> None:
     if not args.skip_memory and photo.is_file():
         short = make_face_clip(tmp / "10s.mp4", [photo], 10)
         longm = make_face_clip(tmp / "10min.mp4", [photo], args.long_minutes * 60)
-        a = peak_memory(short, ckpt, dev, args.mem_every)
-        b = peak_memory(longm, ckpt, dev, args.mem_every)
+        a = peak_memory(short, ckpt, dev, args.mem_every, args.chunk_size)
+        b = peak_memory(longm, ckpt, dev, args.mem_every, args.chunk_size)
         print(f"\npeak memory (ru_maxrss, detect_every {args.mem_every}): 10 s clip ({a['frames']} frames) "
               f"{a['maxrss_mb']:.0f} MB, {args.long_minutes:g} min clip ({b['frames']} frames) {b['maxrss_mb']:.0f} MB"
               f", ratio {b['maxrss_mb'] / a['maxrss_mb']:.2f} (target <= 1.2)")
