@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     # few malloc arenas in the workers (inherited): freed frame buffers go back instead of piling up
     # in per-thread arenas, so peak memory stays flat over long videos
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    # MTCNN's later stages see a new batch shape on most frames; a small oneDNN primitive cache
+    # keeps that from growing memory (no measurable speed cost here)
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
     from mer.checkpoint import CheckpointError, load_checkpoint
     from mer.faces import resolve_device
     from mer.predict import default_checkpoint

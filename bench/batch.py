@@ -94,7 +94,7 @@ def mem_child(path: str, checkpoint: str, device: str, every: int, chunk: int) -
 
 def peak_memory(path: Path, checkpoint: str, device: str, every: int, chunk: int = 64) -> dict:
     import os
-    env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}  # as the batch tool's workers
+    env = {"MALLOC_ARENA_MAX": "2", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8", **os.environ}  # as the batch workers
     out = subprocess.run([sys.executable, __file__, "--mem-child", str(path), "--checkpoint", checkpoint,
                           "--device", device, "--detect-every", str(every), "--chunk-size", str(chunk)], capture_output=True, text=True,
                          check=True, env=env)
