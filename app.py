@@ -78,20 +78,24 @@ class Model:
             return self.cam.predict_faces([img], [faces], gradcam=True)[0]
 
 
-class PathImage(gr.Image):
-    """gr.Image that hands over the uploaded file's path even when PIL cannot open it, so
-    mer.images.read_image can say exactly what is wrong (corrupt, empty, too large, ...)."""
-    is_template = True  # rendered by the frontend as a plain Image
+def path_image(**kw) -> gr.Image:
+    """gr.Image (filepath) that hands over the uploaded file's path even when PIL cannot open it,
+    so mer.images.read_image can say exactly what is wrong (corrupt, empty, too large, ...).
+    The instance's preprocess is wrapped (a subclass would make gradio write an app.pyi stub)."""
+    img = gr.Image(type="filepath", image_mode=None, **kw)
+    base = img.preprocess
 
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return base(payload)
         except gr.Error:
             raise
         except Exception:
             if payload is not None and getattr(payload, "path", None):
                 return str(payload.path)
             raise gr.Error("The image could not be received; try uploading it again.") from None
+    img.preprocess = preprocess
+    return img
 
 
 # ---------------------------------------------------------------- helpers
@@ -301,7 +305,7 @@ def build_app(model: Model, settings: AppSettings) -> gr.Blocks:
             with gr.Tab("Image", id="image"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        img_in = PathImage(type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"],
+                        img_in = path_image(sources=["upload", "clipboard", "webcam"],
                                           label="Photo (upload, paste or webcam)", elem_id="image-input")
                         cam = gr.Checkbox(label="Grad-CAM overlay (where the network looked)", value=False)
                         img_btn = gr.Button("Predict", variant="primary", elem_id="predict-image")
