@@ -1,0 +1,1 @@
+"""Training and honest evaluation for the MER workbench (see docs/training.md)."""

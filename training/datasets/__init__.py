@@ -1,0 +1,1 @@
+"""Dataset readers: each returns a list of Clip records."""
