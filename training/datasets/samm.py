@@ -1,49 +1,67 @@
-"""SAMM: SAMM_Micro_FACS_Codes_v2.xlsx (header on row 14) + SAMM/<subject>/<clip>/<subject>_<frame>.jpg."""
+"""SAMM: SAMM_Micro_FACS_Codes*.xlsx (header on row 14) + SAMM/<subject>/<clip>/<subject>_<frame:05d>.jpg.
+
+Subject folders may also sit directly under the root (root/006/006_1_2/...). See docs/datasets.md.
+"""
+from __future__ import annotations
+
 import logging
-from dataclasses import dataclass
+import os
 from pathlib import Path
 
-import pandas as pd
+from .base import Clip, apex_index, as_int, as_text, find_sheet, read_sheet
+from .labels import canonical_emotion
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Clip:
-    subject: str
-    clip: str
-    label: str
-    frames: list  # paths, onset..offset
-    apex: int     # index into frames
+SHEET = "SAMM_Micro_FACS_Codes*.xlsx"
+HEADER_ROW = 13  # 0-based: the header is the sheet's 14th row
+REQUIRED = {"subject": "Subject", "filename": "Filename", "onsetframe": "Onset Frame",
+            "apexframe": "Apex Frame", "offsetframe": "Offset Frame", "estimatedemotion": "Estimated Emotion"}
 
 
-def read_samm(root):
+def samm_subject(v) -> str:
+    """6, 6.0, "6", "006" -> "006"; any other text is kept as it is."""
+    n = as_int(v)
+    return f"{n:03d}" if n is not None else as_text(v)
+
+
+def read_samm(root) -> list[Clip]:
+    """Every clip of the SAMM sheet whose frames are all on disk, in sheet order."""
     root = Path(root)
-    sheets = sorted(root.glob("SAMM_Micro_FACS_Codes*.xlsx"))
-    if not sheets:
-        raise FileNotFoundError(f"no SAMM_Micro_FACS_Codes*.xlsx in {root}")
-    df = pd.read_excel(sheets[0], header=13)
-    clips = []
-    df.columns = [str(c).strip().replace(" ", "_") for c in df.columns]
-    for r in df.to_dict("records"):
-        subj = f"{int(r['Subject']):03d}"
-        name = str(r["Filename"])
-        on, off = int(r["Onset_Frame"]), int(r["Offset_Frame"])
-        label = str(r["Estimated_Emotion"]).strip()
-        label = "Other" if label.lower() in ("other", "others") else label
-        d = root / "SAMM" / subj / name
-        frames = [d / f"{subj}_{i:05d}.jpg" for i in range(on, off + 1)]
-        missing = [f for f in frames if not f.exists()]
-        if missing:
-            log.warning("skipping SAMM clip %s: %d of %d frames missing (first %s)", name, len(missing),
-                        len(frames), missing[0].name)
+    sheet = find_sheet(root, SHEET, "SAMM")
+    rows = read_sheet(sheet, HEADER_ROW, REQUIRED, log)
+    bases = [root / "SAMM", root]
+    clips, skipped = [], 0
+    for r in rows:
+        if as_text(r["subject"]) == "" or as_text(r["filename"]) == "":
+            continue  # blank (trailing) rows
+        subj, name = samm_subject(r["subject"]), as_text(r["filename"])
+        on, off = as_int(r["onsetframe"]), as_int(r["offsetframe"])
+        if on is None or off is None or off < on:
+            log.warning("skipping SAMM clip %s: onset %r / offset %r unusable", name, r["onsetframe"],
+                        r["offsetframe"])
+            skipped += 1
             continue
-        try:
-            apex = int(r["Apex_Frame"])
-        except (TypeError, ValueError):
-            apex = -1
-        if not on <= apex <= off:
-            log.warning("SAMM clip %s: apex %r outside [%d, %d], using the middle frame", name, r["Apex_Frame"], on, off)
-            apex = (on + off) // 2
-        clips.append(Clip(subj, name, label, frames, apex - on))
+        emotion = as_text(r["estimatedemotion"])
+        if not emotion:
+            log.warning("skipping SAMM clip %s: no Estimated Emotion", name)
+            skipped += 1
+            continue
+        names = [f"{subj}_{i:05d}.jpg" for i in range(on, off + 1)]
+        folder = next((b / subj / name for b in bases if (b / subj / name).is_dir()), None)
+        if folder is None:
+            log.warning("skipping SAMM clip %s: frames folder not found (%d of %d frames missing; looked in %s)",
+                        name, len(names), len(names), " and ".join(str(b / subj / name) for b in bases))
+            skipped += 1
+            continue
+        present = set(os.listdir(folder))
+        missing = [n for n in names if n not in present]
+        if missing:
+            log.warning("skipping SAMM clip %s: %d of %d frames missing in %s (first: %s)", name, len(missing),
+                        len(names), folder, missing[0])
+            skipped += 1
+            continue
+        apex = apex_index(log, "SAMM", name, r["apexframe"], on, off)
+        clips.append(Clip("samm", subj, name, canonical_emotion(emotion), [folder / n for n in names], apex))
+    log.info("SAMM %s: %d clips read, %d skipped (sheet %s)", root, len(clips), skipped, sheet.name)
     return clips
