@@ -132,8 +132,12 @@ def read_sheet(path: Path, header_row: int, required: dict[str, str], log: loggi
         df.columns = [norm_col(c) for c in df.columns]
         return df
 
-    df = load(header_row)
-    missing = [k for k in required if k not in df.columns]
+    try:
+        df = load(header_row)
+        columns = list(df.columns)
+    except ValueError:  # the sheet is shorter than the header row
+        df, columns = None, []
+    missing = [k for k in required if k not in columns]
     if missing:
         raw = pd.read_excel(path, header=None, dtype=object, nrows=40)
         for i, row in raw.iterrows():
@@ -145,5 +149,5 @@ def read_sheet(path: Path, header_row: int, required: dict[str, str], log: loggi
     if missing:
         raise ValueError(f"{path}: columns {', '.join(required[k] for k in missing)} not found "
                          f"(header expected on row {header_row + 1}; columns there: "
-                         f"{', '.join(map(str, df.columns))})")
+                         f"{', '.join(map(str, columns)) or 'none'})")
     return df.to_dict("records")
