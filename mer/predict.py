@@ -31,6 +31,20 @@ class FacePrediction:
                 "top_class": self.top_class, "top_prob": round(self.top_prob, 6)}
 
 
+def crops_to_input(crops: list[np.ndarray], input_mode: str, size: tuple[int, int],
+                   in_chans: int = 3) -> torch.Tensor:
+    """RGB uint8 crops -> float (N, C, H, W) in [0, 1], before normalization. The one place where
+    crops become model input: training and prediction both call it."""
+    h, w = size
+    arr = np.stack([c if c.shape[:2] == (h, w) else cv2.resize(c, (w, h)) for c in crops])
+    if input_mode == "gray":
+        g = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
+        arr = np.repeat(g[..., None], in_chans, axis=3)
+    elif input_mode != "rgb":
+        raise ValueError(f"crops_to_input handles rgb and gray crops, not {input_mode!r}")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
+
+
 def default_checkpoint() -> Path:
     if not DEFAULT_CHECKPOINT.is_file():
         raise CheckpointError(f"no default checkpoint at {DEFAULT_CHECKPOINT}; pass one with --checkpoint")
@@ -70,13 +84,8 @@ class Predictor:
         if self.card.input_mode == "flow":
             raise CheckpointError("this checkpoint classifies optical flow between onset and apex "
                                   "frames, not single images")
-        h, w = self.input_size
-        arr = np.stack([c if c.shape[:2] == (h, w) else cv2.resize(c, (w, h)) for c in crops])
-        if self.card.input_mode == "gray":
-            g = (arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114)
-            arr = np.repeat(g[..., None], self.card.in_chans, axis=3)
-        x = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        return (x - self._mean) / self._std
+        x = crops_to_input(crops, self.card.input_mode, self.input_size, self.card.in_chans)
+        return (x.to(self.device) - self._mean) / self._std
 
     def classify_tensor(self, x: torch.Tensor, gradcam: bool = False):
         """Prepared input (N, C, H, W) -> (probs (N, classes) numpy, heatmaps or None)."""

@@ -1,99 +1,81 @@
-"""python -m training --dataset samm --dataset-path PATH --arch mernet_cbam --protocol loso --out runs/NAME"""
-import argparse, json, os, shlex, sys
-from dataclasses import dataclass, asdict
-from pathlib import Path
+"""python -m training --dataset samm --dataset-path PATH --labels seed6 --input apex --arch seed_cbam
+--protocol loso --epochs 15 --out runs/NAME"""
+from __future__ import annotations
 
-import cv2
-import numpy as np
-import torch
-from sklearn.metrics import confusion_matrix, f1_score
+import argparse
+import json
+import logging
+import shlex
+import sys
 
-from mer.checkpoint import ModelCard, save_checkpoint, library_versions
-from mer.models import CLASSES, create_model
-from training.datasets.samm import read_samm
+from mer.models import list_models
 
-
-@dataclass
-class TrainConfig:
-    arch: str = "mernet_cbam"
-    size: int = 128
-    epochs: int = 30
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 16
-    seed: int = 0
+from .inputs import INPUTS
+from .protocols import PROTOCOLS
+from .train import ARCH_DEFAULTS, TrainConfig, run
 
 
-def load_apex(clips, size, classes):
-    x = np.stack([cv2.resize(cv2.imread(str(c.frames[c.apex]), cv2.IMREAD_GRAYSCALE), (size, size)) for c in clips])
-    x = torch.from_numpy(x).float().div(255).sub(0.5).div(0.5)[:, None].repeat(1, 3, 1, 1)
-    y = torch.tensor([classes.index(c.label) for c in clips])
-    return x, y
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train a micro-expression classifier and evaluate it honestly (LOSO by default). "
+                    "Writes metrics.json, predictions.csv, confusion.png/.html, report.md and "
+                    "model.safetensors + model.json into --out. Re-running the same command resumes "
+                    "finished folds.",
+        epilog="Arch defaults (epochs/lr/batch/size): " + "; ".join(
+            f"{a}: {d['epochs']}/{d['lr']}/{d['batch_size']}/{d['size']}" for a, d in ARCH_DEFAULTS.items()),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--dataset", default="samm", help="samm, casme2, smic, folder, composite, or a comma list (samm,casme2)")
+    a("--dataset-path", "--dataset_path", dest="dataset_path", required=True,
+      help="dataset root(s), comma separated in the order of --dataset")
+    a("--labels", default="seed6", help="label set: seed6, samm5, composite3 (folder: its own class names)")
+    a("--input", default="apex", choices=INPUTS)
+    a("--arch", default="seed_cbam", choices=list_models())
+    a("--protocol", default="loso", choices=PROTOCOLS,
+      help="random-frames is the original's LEAKY split, kept only for comparison")
+    a("--out", required=True, help="run folder")
+    a("--epochs", type=int, default=None); a("--lr", type=float, default=None)
+    a("--weight-decay", type=float, default=None); a("--batch-size", type=int, default=None)
+    a("--size", type=int, default=None, help="input side in pixels (arch default)")
+    a("--color", default="gray", choices=["gray", "rgb"])
+    a("--frame-step", type=int, default=1, help="frames input: use every n-th frame")
+    a("--flow-third", default="magnitude", choices=["magnitude", "strain"])
+    a("--folds", type=int, default=5, help="kfold-subject: number of folds")
+    a("--test-size", type=float, default=0.2, help="random-frames: test fraction")
+    a("--seed", type=int, default=0)
+    a("--class-weights", action="store_true", help="inverse-frequency class weights in the loss")
+    a("--no-augment", dest="augment", action="store_false")
+    a("--early-stopping", type=int, default=0, metavar="PATIENCE",
+      help="stop on a validation split by subject inside each training fold; 0 = fixed epochs")
+    a("--no-final", dest="final", action="store_false", help="skip the final model on all data")
+    a("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    a("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
+    a("--deterministic", action="store_true", help="deterministic cuDNN (slower) instead of benchmark")
+    a("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
+    a("--trained-on", default="", help="text for the model card's trained_on")
+    a("--notes", default="", help="extra text for the model card's notes")
+    a("--no-progress", dest="progress", action="store_false")
+    return p
 
 
-def augment(x):
-    flip = torch.rand(len(x)) < 0.5
-    x = x.clone(); x[flip] = x[flip].flip(-1)
-    return x * (1 + 0.2 * (torch.rand(len(x), 1, 1, 1) - 0.5)) + 0.2 * (torch.rand(len(x), 1, 1, 1) - 0.5)
-
-
-def train(x, y, cfg, n_classes):
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, num_classes=n_classes, input_size=cfg.size)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    for ep in range(cfg.epochs):
-        model.train()
-        for idx in torch.randperm(len(x)).split(cfg.batch_size):
-            loss = torch.nn.functional.cross_entropy(model(augment(x[idx])), y[idx])
-            opt.zero_grad(); loss.backward(); opt.step()
-    return model.eval()
-
-
-def metrics(y, p, n):
-    cm = confusion_matrix(y, p, labels=range(n))
-    rec = [cm[i, i] / cm[i].sum() for i in range(n) if cm[i].sum()]
-    return {"uf1": float(f1_score(y, p, labels=range(n), average="macro", zero_division=0)),
-            "uar": float(np.mean(rec)), "acc": float((np.array(y) == np.array(p)).mean()),
-            "confusion": cm.tolist()}
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m training")
-    p.add_argument("--dataset", default="samm")
-    p.add_argument("--dataset-path", "--dataset_path", dest="dataset_path", required=True)
-    p.add_argument("--protocol", default="loso", choices=["loso"])
-    p.add_argument("--out", required=True)
-    p.add_argument("--trained-on", default="")
-    for k, v in asdict(TrainConfig()).items():
-        p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
-    a = p.parse_args(argv)
-    cfg = TrainConfig(**{k: getattr(a, k) for k in asdict(TrainConfig())})
-    torch.set_num_threads(2)
-    classes = list(CLASSES)
-    clips = [c for c in read_samm(a.dataset_path) if c.label in classes]
-    x, y = load_apex(clips, cfg.size, classes)
-    subj = np.array([c.subject for c in clips])
-    ys, ps = [], []
-    for s in sorted(set(subj)):
-        te = torch.from_numpy(subj == s)
-        m = train(x[~te], y[~te], cfg, len(classes))
-        with torch.no_grad():
-            ps += m(x[te]).argmax(1).tolist()
-        ys += y[te].tolist()
-        print(f"fold {s}: acc so far {np.mean(np.array(ys) == np.array(ps)):.3f}", flush=True)
-    res = metrics(ys, ps, len(classes))
-    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps({"protocol": "loso", **res}, indent=1))
-    final = train(x, y, cfg, len(classes))
-    cmd = "python -m training " + shlex.join(sys.argv[1:] if argv is None else argv)
-    card = ModelCard(arch=cfg.arch, classes=classes, input_size=(cfg.size, cfg.size), input_mode="gray",
-                     trained_on=a.trained_on or f"{a.dataset} at {a.dataset_path}", protocol="loso",
-                     metrics={k: round(v, 4) for k, v in res.items() if k != "confusion"},
-                     training_command=cmd, versions=library_versions(),
-                     notes="A demo, not a clinical or forensic tool.")
-    save_checkpoint(final, card, out / "model.safetensors")
-    print(json.dumps({k: v for k, v in res.items() if k != "confusion"}))
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = TrainConfig(**vars(args), command="python -m training " + shlex.join(argv))
+    try:
+        m = run(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished folds are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    line = {k: round(m[k], 4) for k in ("uf1", "uar", "acc")}
+    print(json.dumps({"protocol": m["protocol"], "leaky": m["leaky"], **line, "out": cfg.out}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

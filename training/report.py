@@ -1,0 +1,97 @@
+"""Run-folder artefacts: predictions CSV, confusion matrix (PNG and Plotly HTML), Markdown report.
+Every file is written atomically (temp file + os.replace)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .protocols import LEAKY
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_predictions(df: pd.DataFrame, path: Path) -> None:
+    _atomic(path, lambda p: df.to_csv(p, index=False))
+
+
+def confusion_png(cm, classes, path: Path, title: str) -> None:
+    cm = np.asarray(cm)
+    n, cell, left, top = len(classes), 70, 130, 60
+    img = np.full((top + n * cell + 90, left + n * cell + 20, 3), 255, np.uint8)
+    rows = cm.sum(1, keepdims=True).clip(min=1)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(img, title[:70], (10, 25), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    for i in range(n):
+        for j in range(n):
+            shade = int(255 - 200 * cm[i, j] / rows[i, 0])
+            x, y = left + j * cell, top + i * cell
+            cv2.rectangle(img, (x, y), (x + cell, y + cell), (255, shade, shade), -1)
+            cv2.rectangle(img, (x, y), (x + cell, y + cell), (180, 180, 180), 1)
+            cv2.putText(img, str(cm[i, j]), (x + 22, y + 42), font, 0.6,
+                        (255, 255, 255) if shade < 130 else (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, classes[i][:12], (8, top + i * cell + 42), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        lx, ly = left + i * cell + 5, top + n * cell + 18 + (i % 2) * 18
+        cv2.putText(img, classes[i][:10], (lx, ly), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "rows: true class, columns: predicted", (10, img.shape[0] - 15), font, 0.45,
+                (80, 80, 80), 1, cv2.LINE_AA)
+    _atomic(path, lambda p: Path(p).write_bytes(cv2.imencode(".png", img)[1].tobytes()))
+
+
+def confusion_html(cm, classes, path: Path, title: str) -> None:
+    fig = go.Figure(go.Heatmap(z=cm, x=classes, y=classes, colorscale="Blues", text=cm,
+                               texttemplate="%{text}", hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true",
+                      yaxis_autorange="reversed", width=650, height=600)
+    # plotly.js goes beside the page once (offline viewing, no CDN)
+    _atomic(path, lambda p: fig.write_html(p, include_plotlyjs="directory", full_html=True))
+
+
+def protocol_line(protocol: str, n_folds: int) -> str:
+    if protocol == "loso":
+        return f"LOSO (leave one subject out), {n_folds} folds, metrics pooled over all folds"
+    if protocol == "kfold-subject":
+        return f"{n_folds}-fold by subject (no subject in both train and test), metrics pooled"
+    return ("random-frames: the original's random split of frames - LEAKY (frames of one clip and one "
+            "subject are in both train and test); not a valid estimate of accuracy on new people")
+
+
+def write_markdown(path: Path, cfg: dict, metrics: dict, folds: list[dict], classes: list[str],
+                   data_line: str, command: str) -> None:
+    proto = cfg["protocol"]
+    lines = [f"# Training report: {cfg['arch']} on {cfg['dataset']} ({cfg['input']} input)", ""]
+    if proto in LEAKY:
+        lines += ["> **LEAKY PROTOCOL.** These numbers come from a random split of frames, as in the "
+                  "original README. They overstate what the model does on new people. Use `loso`.", ""]
+    lines += [f"- Protocol: {protocol_line(proto, len(folds))}", f"- Data: {data_line}",
+              f"- Labels: {cfg['labels']} ({', '.join(classes)})",
+              f"- Training: {cfg['epochs']} epochs, Adam lr {cfg['lr']}, weight decay {cfg['weight_decay']}, "
+              f"batch {cfg['batch_size']}, input {cfg['size']}x{cfg['size']} {cfg['color'] if cfg['input'] != 'flow' else 'flow'}, "
+              f"seed {cfg['seed']}" + (f", early stopping (patience {cfg['early_stopping']}, validation by subject)"
+                                       if cfg['early_stopping'] else ", fixed epochs (no model selection on test folds)"),
+              f"- Command: `{command}`", "",
+              "| metric | value |", "|---|---|"]
+    for k in ("uf1", "uar", "acc"):
+        lines.append(f"| {k.upper()} ({'pooled' if proto != 'random-frames' else 'leaky split'}) | {metrics[k]:.4f} |")
+    if "clip_vote" in metrics:
+        cv = metrics["clip_vote"]
+        lines.append(f"| UF1 / UAR per clip (mean of frame probabilities) | {cv['uf1']:.4f} / {cv['uar']:.4f} |")
+    lines += ["", "Per-class F1 (support):", ""]
+    lines += [f"- {c}: {metrics['per_class_f1'][c]:.3f} ({metrics['per_class_support'][c]})" for c in classes]
+    lines += ["", "Confusion matrix (rows true, columns predicted):", "",
+              "| | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+    for c, row in zip(classes, metrics["confusion"]):
+        lines.append(f"| {c} | " + " | ".join(map(str, row)) + " |")
+    lines += ["", "Folds:", "", "| fold | test samples | accuracy |", "|---|---|---|"]
+    lines += [f"| {f['fold']} | {f['n']} | {f['acc']:.3f} |" for f in folds]
+    lines += ["", "Files: `metrics.json`, `predictions.csv`, `confusion.png`, `confusion.html`"
+              + (", `model.safetensors` + `model.json` (trained on all data)" if cfg.get("final", True) else "")]
+    _atomic(path, lambda p: Path(p).write_text("\n".join(lines) + "\n"))
