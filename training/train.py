@@ -32,13 +32,13 @@ log = logging.getLogger("training")
 
 # the original's settings for its own network; sensible ones for the others
 ARCH_DEFAULTS = {
-    "seed_cbam": dict(size=256, lr=1e-4, weight_decay=1e-4, batch_size=16, epochs=15),
-    "seed_cnn": dict(size=256, lr=1e-4, weight_decay=1e-4, batch_size=16, epochs=15),
-    "mernet_cbam": dict(size=128, lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=30),
-    "mernet": dict(size=128, lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=30),
-    "vit_tiny": dict(size=128, lr=3e-4, weight_decay=0.05, batch_size=32, epochs=30),
+    "seed_cbam": dict(size=256, lr=1e-4, weight_decay=1e-4, batch_size=16, epochs=15, schedule="constant"),
+    "seed_cnn": dict(size=256, lr=1e-4, weight_decay=1e-4, batch_size=16, epochs=15, schedule="constant"),
+    "mernet_cbam": dict(size=128, lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=30, schedule="cosine"),
+    "mernet": dict(size=128, lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=30, schedule="cosine"),
+    "vit_tiny": dict(size=128, lr=3e-4, weight_decay=0.05, batch_size=32, epochs=30, schedule="cosine"),
 }
-FALLBACK = dict(size=128, lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=30)
+FALLBACK = dict(size=128, lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=30, schedule="cosine")
 
 
 @dataclass
@@ -55,6 +55,7 @@ class TrainConfig:
     weight_decay: float | None = None
     batch_size: int | None = None
     size: int | None = None
+    schedule: str | None = None     # constant | cosine (per step, to 0)
     color: str = "gray"             # gray | rgb (apex and frames inputs)
     frame_step: int = 1             # frames input: every n-th frame
     flow_third: str = "magnitude"   # flow input: magnitude | strain
@@ -96,8 +97,8 @@ def augmenter(input: str):
             dx, dy = (torch.randint(-3, 4, (2,))).tolist()
             return torch.roll(x, (dy, dx), (-2, -1))
         return flow_aug
-    t = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=6, translate=(0.04, 0.04), scale=(0.95, 1.05)),
-                    v2.ColorJitter(brightness=0.25, contrast=0.25)])
+    t = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=4, translate=(0.03, 0.03), scale=(0.97, 1.03)),
+                    v2.ColorJitter(brightness=0.15, contrast=0.15)])
     return lambda x: t(x)
 
 
@@ -130,6 +131,9 @@ def predict_probs(model, x, norm, device, bs=128) -> np.ndarray:
 def fit(x, y, train_idx, cfg: TrainConfig, n_classes: int, norm, device, val_idx=None, desc="train"):
     model = create_model(cfg.arch, num_classes=n_classes, input_size=cfg.size).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * -(-len(train_idx) // cfg.batch_size)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps)) if cfg.schedule == "cosine"
+             else None)
     weight = None
     if cfg.class_weights:
         counts = np.bincount(y[train_idx], minlength=n_classes).astype(float)
@@ -155,6 +159,8 @@ def fit(x, y, train_idx, cfg: TrainConfig, n_classes: int, norm, device, val_idx
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt); scaler.update()
+            if sched is not None:
+                sched.step()
             total += loss.item() * len(xb)
         post = {"loss": f"{total / max(1, len(train_idx)):.3f}"}
         if val_idx is not None and len(val_idx):
@@ -171,7 +177,28 @@ def fit(x, y, train_idx, cfg: TrainConfig, n_classes: int, norm, device, val_idx
         bar.set_postfix(post)
     if best_state is not None:
         model.load_state_dict(best_state)
+    else:
+        recalibrate_bn(model, x, train_idx, norm, device, cfg.batch_size)
     return model.eval()
+
+
+@torch.no_grad()
+def recalibrate_bn(model, x, idx, norm, device, bs) -> None:
+    """BatchNorm running statistics recomputed as an exact average over the (un-augmented)
+    training samples with the final weights (as torch.optim.swa_utils.update_bn): the running
+    averages lag behind weights that moved a lot in a short training run."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats(); m.momentum = None  # cumulative average
+    model.train()
+    for _, xb in batches(x, idx, max(bs, 32)):
+        if len(xb) > 1:
+            model(norm(xb.to(device)))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
 
 
 def _norm_stats(cfg: TrainConfig, x: torch.Tensor):
