@@ -202,3 +202,21 @@ def test_cli_help_and_clear_errors(tiny_set, tmp_path):
     assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
     r = cli("--dataset-path", str(tmp_path / "missing"), "--out", str(tmp_path / "y"))
     assert r.returncode == 2 and "missing" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ablation_writes_a_table_with_the_leakage_gap(tiny_set, tmp_path):
+    from training.ablate import main
+    out = tmp_path / "abl"
+    assert main(["--dataset-path", str(tiny_set), "--input", "frames", "--frame-step", "4", "--size", "64",
+                 "--epochs", "1", "--seeds", "0,1", "--out", str(out), "--no-progress"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 8 and set(runs.arch) == {"seed_cnn", "seed_cbam"}
+    assert runs[runs.protocol == "random-frames"].leaky.all() and not runs[runs.protocol == "loso"].leaky.any()
+    md = (out / "ablation.md").read_text()
+    assert md.count("(LEAKY)") == 2 and md.count("loso (pooled)") == 2
+    assert "python -m training.ablate" in md and "Leakage gap" in md
+    gap = json.loads((out / "ablation.json").read_text())["leakage_gap"]
+    mean = runs.groupby(["arch", "protocol"]).uf1.mean()
+    for arch in ("seed_cnn", "seed_cbam"):
+        assert gap[arch]["uf1"] == pytest.approx(mean[arch, "random-frames"] - mean[arch, "loso"], abs=1e-4)
+    assert (out / "seed_cbam-loso-s1" / "report.md").is_file()

@@ -55,6 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--frame-step", type=int, default=1)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="override the archs' default learning rate")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         print(f"[{i}/{len(combos)}] {arch} {proto} seed {seed}", flush=True)
         cfg = TrainConfig(dataset=a.dataset, dataset_path=a.dataset_path, labels=a.labels, input=a.input,
                           arch=arch, protocol=proto, seed=seed, epochs=a.epochs, size=a.size,
-                          frame_step=a.frame_step, threads=a.threads, final=False, progress=a.progress,
+                          frame_step=a.frame_step, lr=a.lr, threads=a.threads, final=False, progress=a.progress,
                           out=str(out / f"{arch}-{proto}-s{seed}"), command=command)
         m = run(cfg)
         data = m["data"]
