@@ -4,11 +4,12 @@
 
 Runs the real training loop (training.train.fit: augmentation, Adam, cross-entropy; AMP on CUDA)
 on random uint8 crops and prints training samples/s for the original seed_cbam (256x256) and the
-default mernet_cbam (128x128), and their ratio; on every device asked for that is present.
+shipped default (mer/weights/default.json: mernet_cbam, 64x64), and their ratio; on every device asked for that is present.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.train import Normalizer, TrainConfig, fit  # noqa: E402
 
-MODELS = [("seed_cbam", 256), ("mernet_cbam", 128)]
+DEFAULT_CARD = json.loads((Path(__file__).resolve().parents[1] / "mer" / "weights" / "default.json").read_text())
+MODELS = [("seed_cbam", 256), (DEFAULT_CARD["arch"], DEFAULT_CARD["input_size"][0])]  # the original vs the shipped default
 
 
 def samples_per_s(arch: str, size: int, device: torch.device, n: int, epochs: int) -> float:
@@ -54,7 +56,8 @@ def main() -> None:
         res = {arch: samples_per_s(arch, size, d, a.samples, a.epochs) for arch, size in MODELS}
         for arch, size in MODELS:
             print(f"{dev:4s} {name}: {arch:12s} {size}x{size}  {res[arch]:8.1f} training samples/s")
-        print(f"{dev:4s} ratio mernet_cbam / seed_cbam: {res['mernet_cbam'] / res['seed_cbam']:.2f}x")
+        (a0, _), (a1, _) = MODELS
+        print(f"{dev:4s} ratio default ({a1}) / {a0}: {res[a1] / res[a0]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def parser() -> argparse.ArgumentParser:
     a("--dataset", default="samm", help="samm, casme2, smic, folder, composite, or a comma list (samm,casme2)")
     a("--dataset-path", "--dataset_path", dest="dataset_path", required=True,
       help="dataset root(s), comma separated in the order of --dataset")
-    a("--labels", default="seed6", help="label set: seed6, samm5, composite3 (folder: its own class names)")
+    a("--labels", default="seed6", help="label set: seed6, samm5, composite3; with --dataset folder, 'own' keeps the folder's class names")
     a("--input", default="apex", choices=INPUTS)
     a("--arch", default="seed_cbam", choices=list_models())
     a("--protocol", default="loso", choices=PROTOCOLS,
