@@ -11,11 +11,13 @@ of the clip. A clip where MTCNN finds no face falls back to the whole frame (cou
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -24,6 +26,7 @@ from mer.faces import FaceDetector, align_crop
 from mer.flow import flow_input
 from mer.images import read_image
 from mer.predict import crops_to_input
+from mer.report import atomic_write
 
 log = logging.getLogger(__name__)
 INPUTS = ("apex", "frames", "flow")
@@ -44,7 +47,6 @@ class Samples:
 
 def _crop(img, face, size):
     if face is None:
-        import cv2
         return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     return align_crop(img, face, size)
 
@@ -99,9 +101,8 @@ def build_inputs(clips, classes, input: str = "apex", size: int = 128, color: st
     s = Samples(torch.cat(xs), np.array(ys), np.array(ci), np.array(fi),
                 np.array([clips[i].group for i in ci]), no_face)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
+        buf = io.BytesIO()
         torch.save({"x": s.x, "y": torch.from_numpy(s.y), "clip": torch.from_numpy(s.clip),
-                    "frame": torch.from_numpy(s.frame), "no_face": no_face}, tmp)
-        tmp.replace(cache)
+                    "frame": torch.from_numpy(s.frame), "no_face": no_face}, buf)
+        atomic_write(cache, buf.getvalue())
     return s

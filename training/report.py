@@ -1,8 +1,7 @@
 """Run-folder artefacts: predictions CSV, confusion matrix (PNG and Plotly HTML), Markdown report.
-Every file is written atomically (temp file + os.replace)."""
+Every file is written atomically through mer.report.atomic_write."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -10,17 +9,13 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from mer.report import atomic_write, write_plotly_js
+
 from .protocols import LEAKY
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_predictions(df: pd.DataFrame, path: Path) -> None:
-    _atomic(path, lambda p: df.to_csv(p, index=False))
+    atomic_write(path, df.to_csv(index=False))
 
 
 def confusion_png(cm, classes, path: Path, title: str) -> None:
@@ -43,7 +38,7 @@ def confusion_png(cm, classes, path: Path, title: str) -> None:
         cv2.putText(img, classes[i][:10], (lx, ly), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(img, "rows: true class, columns: predicted", (10, img.shape[0] - 15), font, 0.45,
                 (80, 80, 80), 1, cv2.LINE_AA)
-    _atomic(path, lambda p: Path(p).write_bytes(cv2.imencode(".png", img)[1].tobytes()))
+    atomic_write(path, cv2.imencode(".png", img)[1].tobytes())
 
 
 def confusion_html(cm, classes, path: Path, title: str) -> None:
@@ -52,7 +47,8 @@ def confusion_html(cm, classes, path: Path, title: str) -> None:
     fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true",
                       yaxis_autorange="reversed", width=650, height=600)
     # plotly.js goes beside the page once (offline viewing, no CDN)
-    _atomic(path, lambda p: fig.write_html(p, include_plotlyjs="directory", full_html=True))
+    write_plotly_js(path.parent)
+    atomic_write(path, fig.to_html(include_plotlyjs="directory", full_html=True))
 
 
 def protocol_line(protocol: str, n_folds: int) -> str:
@@ -94,4 +90,4 @@ def write_markdown(path: Path, cfg: dict, metrics: dict, folds: list[dict], clas
     lines += [f"| {f['fold']} | {f['n']} | {f['acc']:.3f} |" for f in folds]
     lines += ["", "Files: `metrics.json`, `predictions.csv`, `confusion.png`, `confusion.html`"
               + (", `model.safetensors` + `model.json` (trained on all data)" if cfg.get("final", True) else "")]
-    _atomic(path, lambda p: Path(p).write_text("\n".join(lines) + "\n"))
+    atomic_write(path, "\n".join(lines) + "\n")

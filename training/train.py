@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 from mer.checkpoint import ModelCard, library_versions, save_checkpoint
 from mer.faces import resolve_device
 from mer.models import create_model
+from mer.report import atomic_write
 
 from . import report
 from .datasets import LABEL_SETS, load_dataset
@@ -221,7 +221,7 @@ def run(cfg: TrainConfig) -> dict:
         if old != json.loads(json.dumps(cfg.key())):
             raise SystemExit(f"{out} holds a run with other settings; use a new --out (or delete it). "
                              f"Differences: {sorted(k for k in cfg.key() if old is None or old.get(k) != cfg.key()[k])}")
-    report._atomic(cfg_file, lambda p: Path(p).write_text(json.dumps({"key": cfg.key(), "config": dataclasses.asdict(cfg)}, indent=1)))
+    atomic_write(cfg_file, json.dumps({"key": cfg.key(), "config": dataclasses.asdict(cfg)}, indent=1))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -229,7 +229,7 @@ def run(cfg: TrainConfig) -> dict:
         torch.backends.cudnn.benchmark = not cfg.deterministic
         torch.backends.cudnn.deterministic = cfg.deterministic
 
-    clips = load_dataset(cfg.dataset, cfg.dataset_path, cfg.labels if cfg.dataset != "folder" or cfg.labels in LABEL_SETS else None)
+    clips = load_dataset(cfg.dataset, cfg.dataset_path, cfg.labels if cfg.labels in LABEL_SETS else None)
     classes = list(LABEL_SETS[cfg.labels]) if cfg.labels in LABEL_SETS else sorted({c.label for c in clips})
     present = sorted({c.label for c in clips}, key=classes.index)
     log.info("%d clips, %d subjects, classes present: %s", len(clips), len({c.group for c in clips}), ", ".join(present))
@@ -259,7 +259,7 @@ def run(cfg: TrainConfig) -> dict:
                                "pred": [classes[i] for i in p.argmax(1)]})
             for j, c in enumerate(classes):
                 df[f"p_{c}"] = p[:, j].round(5)
-            report._atomic(f, lambda q: df.to_csv(q, index=False))
+            atomic_write(f, df.to_csv(index=False))
         rows.append(df)
         fold_summ.append({"fold": name, "n": len(df), "acc": float((df.true == df.pred).mean()) if len(df) else 0.0})
     pred = pd.concat(rows, ignore_index=True)
@@ -279,7 +279,7 @@ def run(cfg: TrainConfig) -> dict:
     metrics = {"protocol": cfg.protocol, "protocol_description": report.protocol_line(cfg.protocol, len(folds)),
                "leaky": leaky, "pooled": True, "folds": fold_summ, "classes": classes, "data": data_line,
                "seconds": round(time.time() - t0, 1), **m}
-    report._atomic(out / "metrics.json", lambda q: Path(q).write_text(json.dumps(metrics, indent=1)))
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
     title = f"{cfg.arch} {cfg.input} - {cfg.protocol}{' (LEAKY)' if leaky else ''}: UF1 {m['uf1']:.3f} UAR {m['uar']:.3f}"
     report.confusion_png(m["confusion"], classes, out / "confusion.png", title)
     report.confusion_html(m["confusion"], classes, out / "confusion.html", title)
