@@ -220,3 +220,20 @@ def test_ablation_writes_a_table_with_the_leakage_gap(tiny_set, tmp_path):
     for arch in ("seed_cnn", "seed_cbam"):
         assert gap[arch]["uf1"] == pytest.approx(mean[arch, "random-frames"] - mean[arch, "loso"], abs=1e-4)
     assert (out / "seed_cbam-loso-s1" / "report.md").is_file()
+
+
+def test_synth_confound_adds_class_dependent_lighting_per_subject(tmp_path, detector):
+    """--confound shifts each (subject, class) by its own lighting offset; 0 leaves frames alone."""
+    from training.datasets import read_samm
+    from training.synth import SynthConfig, generate
+    means = {}
+    for conf in (0.0, 1.0):
+        out = tmp_path / f"c{conf}"
+        generate(out, None, SynthConfig(subjects=2, clips_per_class=1, size=64, frames=4, confound=conf),
+                 detector=detector)
+        means[conf] = {(c.subject, c.emotion): float(cv2.imread(str(c.frames[0]), cv2.IMREAD_GRAYSCALE).mean())
+                       for c in read_samm(out)}
+    shift = pd.Series({k: means[1.0][k] - means[0.0][k] for k in means[0.0]})
+    assert len(shift) == 12
+    per_subject_spread = shift.groupby(level=0).std()
+    assert (per_subject_spread > 3).all()  # classes lit differently within each subject
