@@ -23,7 +23,7 @@ from mer.models import create_model
 from mer.report import atomic_write
 
 from . import report
-from .datasets import LABEL_SETS, load_dataset
+from .datasets import LABEL_SETS, classes_of, load_dataset
 from .inputs import build_inputs
 from .metrics import pooled_metrics
 from .protocols import LEAKY, splits, validation_split
@@ -99,7 +99,7 @@ def augmenter(input: str):
         return flow_aug
     t = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomAffine(degrees=4, translate=(0.03, 0.03), scale=(0.97, 1.03)),
                     v2.ColorJitter(brightness=0.15, contrast=0.15)])
-    return lambda x: t(x)
+    return t
 
 
 class Normalizer:
@@ -182,23 +182,12 @@ def fit(x, y, train_idx, cfg: TrainConfig, n_classes: int, norm, device, val_idx
     return model.eval()
 
 
-@torch.no_grad()
 def recalibrate_bn(model, x, idx, norm, device, bs) -> None:
     """BatchNorm running statistics recomputed as an exact average over the (un-augmented)
-    training samples with the final weights (as torch.optim.swa_utils.update_bn): the running
-    averages lag behind weights that moved a lot in a short training run."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats(); m.momentum = None  # cumulative average
-    model.train()
-    for _, xb in batches(x, idx, max(bs, 32)):
-        if len(xb) > 1:
-            model(norm(xb.to(device)))
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
+    training samples with the final weights: the running averages lag behind weights that moved
+    a lot in a short training run."""
+    loader = (norm(xb) for _, xb in batches(x, idx, max(bs, 32)) if len(xb) > 1)
+    torch.optim.swa_utils.update_bn(loader, model, device)
 
 
 def _norm_stats(cfg: TrainConfig, x: torch.Tensor):
@@ -229,8 +218,9 @@ def run(cfg: TrainConfig) -> dict:
         torch.backends.cudnn.benchmark = not cfg.deterministic
         torch.backends.cudnn.deterministic = cfg.deterministic
 
-    clips = load_dataset(cfg.dataset, cfg.dataset_path, cfg.labels if cfg.labels in LABEL_SETS else None)
-    classes = list(LABEL_SETS[cfg.labels]) if cfg.labels in LABEL_SETS else sorted({c.label for c in clips})
+    label_set = cfg.labels if cfg.labels in LABEL_SETS else None  # folder sets may keep their own names
+    clips = load_dataset(cfg.dataset, cfg.dataset_path, label_set)
+    classes = classes_of(clips, label_set)
     present = sorted({c.label for c in clips}, key=classes.index)
     log.info("%d clips, %d subjects, classes present: %s", len(clips), len({c.group for c in clips}), ", ".join(present))
     samples = build_inputs(clips, classes, cfg.input, cfg.size, cfg.color, cfg.frame_step, cfg.flow_third,
