@@ -96,8 +96,12 @@ def main(argv=None) -> int:
         from mer.checkpoint import load_checkpoint
         from mer.faces import resolve_device
         from mer.predict import default_checkpoint
-        # Ray workers pick their own device for "auto" (the driver may have no GPU, the nodes may)
-        device = args.device if args.engine == "ray" and args.device == "auto" else str(resolve_device(args.device))
+        if args.engine == "ray":  # the nodes' GPUs, not the driver's: Ray gives an actor GPUs only if asked
+            if args.device == "cuda" and not args.gpus_per_video:
+                return usage_error("--device cuda with --engine ray needs --gpus-per-video (e.g. 1 or 0.25)")
+            device = "cuda" if args.gpus_per_video and args.device != "cpu" else "cpu"
+        else:
+            device = str(resolve_device(args.device))
         ckpt = args.checkpoint or default_checkpoint()
         _, card = load_checkpoint(ckpt, device="cpu")  # validate once, before any video is started
     except Exception as e:  # CheckpointError, a card that does not fit (TypeError...), no CUDA
