@@ -86,12 +86,9 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as e:
         return usage_error(str(e))
 
-    # few malloc arenas in the workers (inherited): freed frame buffers go back instead of piling up
-    # in per-thread arenas, so peak memory stays flat over long videos
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    # MTCNN's later stages see a new batch shape on most frames; a small oneDNN primitive cache
-    # keeps that from growing memory (no measurable speed cost here)
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
+    from .runner import WORKER_ENV
+    for k, v in WORKER_ENV.items():  # inherited by the workers (flat memory over long videos)
+        os.environ.setdefault(k, v)
     try:
         from mer.checkpoint import load_checkpoint
         from mer.faces import resolve_device

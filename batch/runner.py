@@ -28,6 +28,10 @@ VIDEO_EXTS = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
 OUTPUT_SUFFIXES = {"frames": ".frames.csv", "intervals": ".intervals.csv", "html": ".html"}
 COMPLETE = ("done", "partial")  # statuses whose outputs are there (partial: what decoded, with the reason)
 STARTUP_LIMIT_S = 600.0         # a fresh worker must be ready (imports, models) within this
+# The workers' environment (set by the CLI before they start, inherited):
+# - few malloc arenas: freed frame buffers go back instead of piling up in per-thread arenas;
+# - a small oneDNN primitive cache: MTCNN's later stages see a new batch shape on most chunks.
+WORKER_ENV = {"MALLOC_ARENA_MAX": "2", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8"}
 
 
 @dataclass
