@@ -53,6 +53,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """What is plainly wrong with a checkpoint file, found without importing torch (the full check
+    follows): missing, empty, or a .safetensors whose header is not one."""
+    import json
+    import struct
+    if not path.is_file():
+        return f"checkpoint {path} not found"
+    size = path.stat().st_size
+    if size == 0:
+        return f"checkpoint {path} is empty (0 bytes)"
+    if path.suffix == ".safetensors":
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            try:
+                ok = 0 < n <= size - 8 and isinstance(json.loads(f.read(n)), dict)
+            except ValueError:
+                ok = False
+        if not ok:
+            return f"checkpoint {path} is not a valid safetensors file (bad header)"
+    return None
+
+
 def usage_error(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return EXIT_USAGE
@@ -70,8 +93,10 @@ def main(argv=None) -> int:
             return usage_error(f"{name} must be at least {lo}, got {v}")
     if min(args.timeout_per_video, args.gpus_per_video, args.max_memory_per_worker) < 0:
         return usage_error("--timeout-per-video, --gpus-per-video and --max-memory-per-worker must not be negative")
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        return usage_error(f"checkpoint {args.checkpoint} not found")
+    if args.checkpoint is not None:
+        problem = checkpoint_problem(args.checkpoint)
+        if problem:
+            return usage_error(problem)
     out = args.out
     if out.exists() and not out.is_dir():
         return usage_error(f"--out {out} exists and is not a folder")

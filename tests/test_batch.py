@@ -178,6 +178,15 @@ def test_help_and_usage_errors(tmp_path, untrained_checkpoint):
     r = run_batch(tmp_path / "empty", "--out", tmp_path / "o2", "--checkpoint", untrained_checkpoint)
     assert r.returncode == 2 and "no videos" in r.stderr and not (tmp_path / "o2").exists()  # nothing created
 
+    # usage errors answer before any heavy import (torch, decord, pandas, plotly...): fast start
+    for args in ([tmp_path / "missing", "--out", tmp_path / "o"], [tmp_path / "empty", "--out", tmp_path / "o2"],
+                 [tmp_path / "in", "--out", tmp_path / "o", "--checkpoint", bad], ["--help"]):
+        r = subprocess.run([sys.executable, "-X", "importtime", "-m", "batch", *map(str, args)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+        imported = {line.split("|")[-1].strip().split(".")[0] for line in r.stderr.splitlines() if "|" in line}
+        assert r.returncode in (0, 2) and imported and not imported & {"torch", "decord", "pandas", "plotly",
+                                                                        "facenet_pytorch", "cv2", "mer", "tqdm"}, args
+
 
 def test_timeout_fails_only_that_video(tmp_path, media, untrained_checkpoint):
     (tmp_path / "in").mkdir()
