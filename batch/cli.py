@@ -101,8 +101,8 @@ def main(argv=None) -> int:
     if out.exists() and not out.is_dir():
         return usage_error(f"--out {out} exists and is not a folder")
 
-    from .manifest import Manifest, file_sha256, settings_hash
-    from .runner import Job, find_videos, precheck, record, summary_row
+    from .manifest import Manifest
+    from .runner import WORKER_ENV, WorkerPool, find_videos
     videos = find_videos(inp, out)
     if not videos:  # nothing is created
         return usage_error(f"no videos (mp4, mov, avi, mkv, webm) found under {inp}")
@@ -110,10 +110,21 @@ def main(argv=None) -> int:
         manifest = Manifest.load(out / "manifest.json")
     except (OSError, ValueError) as e:
         return usage_error(str(e))
-
-    from .runner import WORKER_ENV
     for k, v in WORKER_ENV.items():  # inherited by the workers (flat memory over long videos)
         os.environ.setdefault(k, v)
+    pool = None
+    if args.engine == "local":  # workers start importing now, in parallel with the checks below
+        pool = WorkerPool(min(args.workers, len(videos)))
+    try:
+        return _run(args, inp, out, videos, manifest, pool)
+    finally:
+        if pool:
+            pool.close()
+
+
+def _run(args, inp: Path, out: Path, videos: list[str], manifest, pool) -> int:
+    from .manifest import file_sha256, settings_hash
+    from .runner import Job, precheck, record, summary_row
     try:
         from mer.checkpoint import load_checkpoint
         from mer.faces import resolve_device
@@ -166,7 +177,7 @@ def main(argv=None) -> int:
             run_ray(inp, out, videos, todo, manifest, job, args.address, args.gpus_per_video, args.workers, refresh_index)
         else:
             from .runner import run_local
-            run_local(inp, out, videos, todo, manifest, job, args.workers, refresh_index)
+            run_local(inp, out, videos, todo, manifest, job, args.workers, refresh_index, pool)
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130

@@ -162,10 +162,24 @@ def _decodable_path(video: str):
         yield str(link)
 
 
-def _worker(conn, out_dir: str, job: Job, parent: int) -> None:
-    """A persistent worker: load once, then ("run", video, rel) -> ("start",), ("progress", d, t)...,
-    ("done", summary) | ("failed", reason); None ends it."""
+def _worker(conn, parent: int) -> None:
+    """A persistent worker: imports at once (while the driver still validates), then
+    ("init", out_dir, job) -> loads the model -> ("ready",); then ("run", video, rel) -> ("start",),
+    ("progress", d, t)..., ("done", summary) | ("failed", reason); None ends it."""
     _die_with_parent(parent)
+    try:  # the heavy imports, before the job is known
+        import mer.predict  # noqa: F401
+        import mer.report  # noqa: F401
+        import mer.video  # noqa: F401
+    except Exception:
+        pass  # reported below, when the model is loaded
+    try:
+        msg = conn.recv()
+    except (EOFError, OSError):
+        return
+    if msg is None:
+        return
+    _, out_dir, job = msg
     try:
         predictor, init_error = load_predictor(job), None
         from mer.video import VideoError
@@ -290,15 +304,19 @@ class Progress:
 class _Slot:
     """One worker process and the video it is working on."""
 
-    def __init__(self, ctx, out_dir: Path, job: Job):
+    def __init__(self, ctx):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, str(out_dir), job, os.getpid()), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, os.getpid()), daemon=True)
         self.proc.start()
         child.close()
         self.spawned = time.monotonic()
         self.ready = False
         self.rel: str | None = None
         self.started: float | None = None  # when its current video started (worker's "start")
+
+    def init(self, out_dir: Path, job: Job) -> "_Slot":
+        self.conn.send(("init", str(out_dir), job))
+        return self
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -307,14 +325,33 @@ class _Slot:
         self.conn.close()
 
 
+class WorkerPool:
+    """Worker processes started early (by the CLI, before it validates the checkpoint) so that
+    their imports overlap the driver's; run_local hands them the job."""
+
+    def __init__(self, n: int):
+        self.ctx = mp.get_context("spawn")
+        self.slots = [_Slot(self.ctx) for _ in range(max(0, n))]
+
+    def close(self) -> None:
+        for slot in self.slots:
+            slot.kill()
+        self.slots = []
+
+
 def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str], manifest: Manifest,
-              job: Job, workers: int, on_done=None) -> None:
-    """Run the `todo` videos on `workers` persistent workers, updating the manifest as each ends
-    (then calling on_done(), e.g. to refresh index.html)."""
-    ctx = mp.get_context("spawn")
+              job: Job, workers: int, on_done=None, pool: WorkerPool | None = None) -> None:
+    """Run the `todo` videos on `workers` persistent workers (those of `pool`, already importing,
+    if given), updating the manifest as each ends (then calling on_done(), e.g. to refresh
+    index.html)."""
+    pool = pool or WorkerPool(0)
+    ctx = pool.ctx
     queue = deque(todo)
     progress = Progress(len(videos), len(videos) - len(todo), workers)
-    slots: list[_Slot] = []
+    slots: list[_Slot] = [slot.init(out_dir, job) for slot in pool.slots[:len(todo)]]
+    for slot in pool.slots[len(todo):]:  # more workers than videos
+        slot.kill()
+    pool.slots = []
 
     def end(slot: _Slot, status: str, payload, replace: bool) -> None:
         rel = slot.rel
@@ -332,7 +369,7 @@ def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str]
     try:
         while queue or any(s.rel for s in slots):
             while len(slots) < min(workers, len(queue) + sum(s.rel is not None for s in slots)):
-                slots.append(_Slot(ctx, out_dir, job))
+                slots.append(_Slot(ctx).init(out_dir, job))
             for slot in slots:
                 if slot.rel is None and queue:
                     slot.rel = queue.popleft()

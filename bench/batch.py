@@ -151,7 +151,8 @@ def startup_ratio(tmp: Path, photo: Path, checkpoint, device, every, repeat) -> 
 FER_SCRIPT = """
 import json, sys, time
 t0 = time.perf_counter()
-from fer import FER, Video
+from fer.classes import Video
+from fer.fer import FER
 det = FER(mtcnn=True)
 t1 = time.perf_counter()
 res = Video(sys.argv[1], outdir=sys.argv[2]).analyze(det, display=False, output="pandas", save_frames=False,

@@ -111,6 +111,7 @@ def _area_resize(sat: torch.Tensor, inds: torch.Tensor, y0, y1, x0, x1, size: in
     batched gather from the summed-area table `sat` (N, C, H+1, W+1). Bin k of a crop of length L
     covers [floor(k*L/size), ceil((k+1)*L/size)), exactly as torch's adaptive_avg_pool2d (which
     `interpolate(mode="area")` is). -> float (K, C, size, size)."""
+    _, c, h1, w1 = sat.shape
     k = torch.arange(size, device=sat.device)
 
     def bins(a, b):  # (K, size) start and end rows/cols in frame coordinates
@@ -119,11 +120,14 @@ def _area_resize(sat: torch.Tensor, inds: torch.Tensor, y0, y1, x0, x1, size: in
             a[:, None] - torch.div(-(k + 1) * n, size, rounding_mode="floor")
     rs, re = bins(y0, y1)
     cs, ce = bins(x0, x1)
-    i = inds[:, None, None]
-    total = (sat[i, :, re[:, :, None], ce[:, None, :]] - sat[i, :, rs[:, :, None], ce[:, None, :]]
-             - sat[i, :, re[:, :, None], cs[:, None, :]] + sat[i, :, rs[:, :, None], cs[:, None, :]])
+    base = inds[:, None, None, None] * (c * h1 * w1) + (torch.arange(c, device=sat.device) * (h1 * w1))[:, None, None]
+    flat = sat.reshape(-1)
+
+    def at(r, col):  # sat at rows r (K, size) x cols col (K, size), every channel: (K, C, size, size)
+        return flat.take(base + (r * w1)[:, None, :, None] + col[:, None, None, :])
+    total = at(re, ce) - at(rs, ce) - at(re, cs) + at(rs, cs)
     area = ((re - rs)[:, :, None] * (ce - cs)[:, None, :]).clamp(min=1)
-    return (total.float() / area[..., None].float()).permute(0, 3, 1, 2)
+    return total.float() / area[:, None].float()
 
 
 def _stage_input(sat, inds, boxes, w, h, size):
