@@ -385,8 +385,6 @@ def open_video(path: str | Path):
     return vr
 
 
-_clean = clean_error  # the old private name
-
 
 def _check_limits(path: Path, info, s: VideoSettings) -> None:
     if s.max_frames and info.n_frames > s.max_frames:

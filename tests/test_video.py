@@ -195,12 +195,13 @@ def test_half_downloaded_file_is_analysed_as_far_as_it_decodes(generated, predic
 
 
 @pytest.mark.parametrize("isolate", [False, True])
-def test_missing_index_and_audio_only_say_so(generated, isolate):
-    from mer.decode import VideoError, open_source
+def test_missing_index_and_audio_only_say_so(generated, predictor, isolate):
+    from mer.video import VideoError, VideoSettings, analyze_video
+    s = VideoSettings(isolate_decoder=True) if isolate else None
     with pytest.raises(VideoError, match=r"plain_half.mp4: the file's index \(MP4 'moov' atom\) is missing"):
-        open_source(generated["plain_half"], isolate=isolate)
+        analyze_video(generated["plain_half"], predictor, s)
     with pytest.raises(VideoError, match=r"audio.mp4: no video stream"):
-        open_source(generated["audio"], isolate=isolate)
+        analyze_video(generated["audio"], predictor, s)
 
 
 def test_isolated_decoder_crash_hang_and_memory_cap(generated):
