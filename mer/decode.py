@@ -163,7 +163,10 @@ class DecordSource:
                 self.info.n_frames = start
                 return
             ts = self.ts[start:stop]
-            yield FrameChunk(np.arange(start, stop, dtype=np.int64), ts[:, 0].copy(), ts[:, 1].copy(), frames)
+            chunk = FrameChunk(np.arange(start, stop, dtype=np.int64), ts[:, 0].copy(), ts[:, 1].copy(), frames)
+            del frames
+            yield chunk
+            del chunk  # not alive while the next chunk decodes
 
     def close(self) -> None:
         self.vr = None
@@ -205,9 +208,12 @@ class OpenCVSource:
                 item = self._read()
             start = np.array([t for t, _ in got], np.float64)
             end = np.append(start[1:], (item[0] if item is not None else start[-1] + step))
-            yield FrameChunk(np.arange(done, done + len(got), dtype=np.int64), start, end,
-                             np.stack([f for _, f in got]))
+            chunk = FrameChunk(np.arange(done, done + len(got), dtype=np.int64), start, end,
+                               np.stack([f for _, f in got]))
             done += len(got)
+            del got
+            yield chunk
+            del chunk
         if done < self.info.n_frames:
             self.info.partial = f"{self.reason}; {done} of {self.info.n_frames} frames could be decoded"
         self.info.n_frames = done
@@ -347,8 +353,11 @@ class IsolatedSource(_Closing):
                     self.info.partial, self.info.n_frames = head["end"]["partial"], head["end"]["n_frames"]
                     return
                 c = head["chunk"]
-                yield FrameChunk(np.asarray(c["index"], np.int64), np.asarray(c["start_s"], np.float64),
-                                 np.asarray(c["end_s"], np.float64), frames)
+                chunk = FrameChunk(np.asarray(c["index"], np.int64), np.asarray(c["start_s"], np.float64),
+                                   np.asarray(c["end_s"], np.float64), frames)
+                del frames
+                yield chunk
+                del chunk
         finally:
             self.close()
 
