@@ -116,16 +116,18 @@ def gradcam_targets(args, inputs: list[Path], folder_mode: bool) -> dict[Path, P
 def check_inputs(args) -> tuple[list[Path], bool, dict[Path, Path]]:
     """(images, folder mode?, Grad-CAM targets), or UsageError: no torch needed."""
     src = Path(args.image)
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        raise UsageError(f"{shown(args.checkpoint)}: no such checkpoint file")
+    ckpt = Path(args.checkpoint) if args.checkpoint else None
+    if ckpt and not ckpt.is_file():
+        raise UsageError(f"{shown(ckpt)}: " + ("a folder, not a checkpoint file" if ckpt.is_dir()
+                                               else "no such checkpoint file"))
     if src.is_dir():
         images, others = image_files(src)
         if not images:
             raise UsageError(f"{shown(src)}: folder has no image files"
-                             + (f" ({len(others)} other files)" if others else ""))
+                             + (f" (only {len(others)} other file{'s' * (len(others) != 1)})" if others else ""))
         if others:
-            print(f"skipping {len(others)} files without an image extension in {shown(src)}",
-                  file=sys.stderr)
+            print(f"skipping {len(others)} file{'s' * (len(others) != 1)} without an image extension "
+                  f"in {shown(src)}", file=sys.stderr)
         return images, True, gradcam_targets(args, images, True)
     if not src.exists():
         raise UsageError(f"{shown(src)}: no such file or folder")
@@ -220,7 +222,14 @@ def predict_command(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return predict_command(args)
+    try:
+        return predict_command(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `python -m mer predict FOLDER | head -1`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_SOME_FAILED
 
 
 if __name__ == "__main__":

@@ -34,10 +34,17 @@ def _open(src) -> Image.Image:
         fp = io.BytesIO(src)
     else:
         path = Path(src)
-        if not path.is_file():
+        if not path.exists():
             raise ImageError(f"{path}: no such file")
+        if not path.is_file():
+            raise ImageError(f"{path}: not a file ({'a folder' if path.is_dir() else 'a special file'})")
         if path.stat().st_size == 0:
             raise ImageError(f"{path}: file is empty (0 bytes)")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise ImageError(f"{path}: cannot read it ({e.strerror or e})") from None
         fp = path
     try:
         with warnings.catch_warnings():

@@ -160,3 +160,8 @@ def test_huge_images_are_refused_before_decoding(tmp_path):
     p.write_bytes(huge_png(9000, 9000))  # under PIL's own bomb limit, over ours
     with pytest.raises(ImageError, match="9000x9000"):
         read_image(p)
+
+
+def test_folders_and_special_files_are_named_as_such(tmp_path):
+    with pytest.raises(ImageError, match="not a file \\(a folder\\)"):
+        read_image(tmp_path)
