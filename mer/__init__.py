@@ -15,8 +15,10 @@ _LAZY = {  # public name -> submodule that defines it
     "DetectorConfig": "faces", "Face": "faces", "FaceDetector": "faces", "align_crop": "faces",
     "resolve_device": "faces",
     "ImageError": "images", "read_image": "images",
-    "CBAM": "models", "CLASSES": "models", "create_model": "models", "list_models": "models",
-    "DEFAULT_CHECKPOINT": "predict", "FacePrediction": "predict", "Predictor": "predict",
+    "CBAM": "models", "CLASSES": "models", "FER2013_CLASSES": "models", "create_model": "models",
+    "list_models": "models",
+    "DEFAULT_CHECKPOINT": "predict", "MICRO_CHECKPOINT": "predict", "FacePrediction": "predict",
+    "Predictor": "predict",
 }
 __all__ = sorted(_LAZY)
 
