@@ -132,16 +132,17 @@ def test_folder_predicts_every_image_and_reports_broken_ones(untrained_checkpoin
     assert cam.shape == mer.read_image(media / "two_people.jpg").shape
 
 
-def test_folder_text_output_is_one_block_per_image(untrained_checkpoint, media, tmp_path):
+def test_folder_text_output_is_one_block_per_image(media, tmp_path):
     d = tmp_path / "in"
     d.mkdir()
     (d / "b_empty.jpg").write_bytes(b"")
     for name in ["two_people.jpg", "no-faces.jpg"]:
         (d / name).write_bytes((media / name).read_bytes())
-    r = run_cli("predict", d, "--checkpoint", untrained_checkpoint)
+    r = run_cli("predict", d)  # the shipped default model: FER2013's seven classes
     assert r.returncode == 1 and "1 of 3 images failed" in r.stderr and "Traceback" not in r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "b_empty.jpg: error: file is empty (0 bytes)"
     assert lines[1] == "no-faces.jpg: no face found"
     assert lines[2] == "two_people.jpg: 2 faces"
     assert len(lines) == 5 and all(line.startswith("  face ") for line in lines[3:])
+    assert all(line.split()[2] in mer.FER2013_CLASSES for line in lines[3:]), lines
