@@ -21,10 +21,12 @@ def layout_labels(boxes, sizes, image_shape, gap: int = 1) -> list[tuple[int, in
 
     Each label prefers the spot just above its box, then just below it, then inside its top edge;
     where those collide with labels already placed it moves beside the nearest obstacle, first in
-    its own column, then in others. Only an image too small to hold all labels apart gets overlaps."""
+    its own column, then in others. Spots that also keep clear of the other faces win where there
+    are any. Only an image too small to hold all labels apart gets overlaps."""
     H, W = image_shape[:2]
+    faces = [tuple(int(round(v)) for v in b[:4]) for b in boxes]
     placed: list[tuple[int, int, int, int]] = []
-    for (bx1, by1, bx2, by2), (w, h) in zip(boxes, sizes):
+    for k, ((bx1, by1, bx2, by2), (w, h)) in enumerate(zip(faces, sizes)):
         w, h = int(w), int(h)
 
         def cx(x):
@@ -33,14 +35,16 @@ def layout_labels(boxes, sizes, image_shape, gap: int = 1) -> list[tuple[int, in
         def cy(y):
             return int(min(max(0, y), max(0, H - h)))
 
-        x0 = cx(round(bx1))
-        pref = [cy(round(by1) - h - gap), cy(round(by2) + gap), cy(round(by1) + gap)]
+        x0 = cx(bx1)
+        pref = [cy(by1 - h - gap), cy(by2 + gap), cy(by1 + gap)]  # above, below, inside
         ys = pref + sorted({cy(o[3] + gap) for o in placed} | {cy(o[1] - h - gap) for o in placed},
                            key=lambda y: abs(y - pref[0]))
         xs = [x0] + sorted({cx(o[2] + gap) for o in placed} | {cx(o[0] - w - gap) for o in placed},
                            key=lambda x: abs(x - x0))
-        spots = ((x, y, x + w, y + h) for x in xs for y in ys)
-        rect = next((r for r in spots if not any(_intersects(r, o) for o in placed)), None)
+        spots = [(x, y, x + w, y + h) for x in xs for y in ys]
+        others = [f for j, f in enumerate(faces) if j != k]
+        rect = next((r for r in spots if not any(_intersects(r, o) for o in placed + others)), None) \
+            or next((r for r in spots if not any(_intersects(r, o) for o in placed)), None)
         placed.append(rect or (x0, pref[0], x0 + w, pref[0] + h))
     return placed
 

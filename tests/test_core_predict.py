@@ -121,6 +121,8 @@ def test_face_labels_never_overlap_on_a_real_group_photo(predictor, media):
         assert 0 <= a[0] and 0 <= a[1] and a[2] <= img.shape[1] and a[3] <= img.shape[0], a
         for b in rects[:i]:
             assert not _intersects(a, b), (a, b)
+        for j, p in enumerate(preds):  # there is room here to keep clear of the other faces too
+            assert j == i or not _intersects(a, [round(float(v)) for v in p.face.box]), (i, j)
     out = draw_predictions(img, preds)
     for x1, y1, x2, y2 in rects:  # each label's background is drawn where the layout put it
         for x, y in [(x1, y1), (x2 - 1, y1), (x1, y2 - 1), (x2 - 1, y2 - 1)]:
