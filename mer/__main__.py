@@ -110,6 +110,8 @@ def gradcam_targets(args, inputs: list[Path], folder_mode: bool) -> dict[Path, P
         raise UsageError(f"--gradcam {shown(out)}: unknown image type {out.suffix or '(no extension)'!r}; "
                          "use .png or .jpg")
     _writable_target(out, "--gradcam")
+    if out.exists() and out.resolve() == inputs[0].resolve():
+        raise UsageError(f"--gradcam {shown(out)}: that is the input image; name another file")
     return {inputs[0]: out}
 
 
@@ -123,8 +125,9 @@ def check_inputs(args) -> tuple[list[Path], bool, dict[Path, Path]]:
     if src.is_dir():
         images, others = image_files(src)
         if not images:
+            n = len(others)
             raise UsageError(f"{shown(src)}: folder has no image files"
-                             + (f" (only {len(others)} other file{'s' * (len(others) != 1)})" if others else ""))
+                             + (f" (only {n} other file{'s' * (n != 1)})" if n else ""))
         if others:
             print(f"skipping {len(others)} file{'s' * (len(others) != 1)} without an image extension "
                   f"in {shown(src)}", file=sys.stderr)
@@ -157,6 +160,13 @@ def face_line(i: int, fp) -> str:
             f"  detection {fp.face.prob:.2f}")
 
 
+ANALYSIS_ERRORS = (RuntimeError, ValueError, MemoryError)  # from detection or the model, per image
+
+
+def analysis_error(e: Exception) -> str:
+    return f"could not analyse it ({type(e).__name__}: {e})"
+
+
 def predict_command(args) -> int:
     from .images import ImageError, read_image
     try:
@@ -179,8 +189,11 @@ def predict_command(args) -> int:
     if not folder_mode:
         try:
             faces = pred.predict(first, gradcam=bool(cams))
-        except (CheckpointError, RuntimeError) as e:
-            print(f"error: {shown(images[0])}: {e}", file=sys.stderr)
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        except ANALYSIS_ERRORS as e:
+            print(f"error: {shown(images[0])}: {analysis_error(e)}", file=sys.stderr)
             return EXIT_USAGE
         for i, fp in enumerate(faces):
             print(json.dumps({"face": i, **fp.to_dict()}) if args.json else face_line(i, fp), flush=True)
@@ -204,8 +217,8 @@ def predict_command(args) -> int:
             return EXIT_USAGE
         except ImageError as e:
             error = str(e).removeprefix(f"{path}: ")
-        except (RuntimeError, ValueError, MemoryError) as e:
-            error = f"could not analyse it: {type(e).__name__}: {e}"
+        except ANALYSIS_ERRORS as e:
+            error = analysis_error(e)
         failed += error is not None
         if args.json:
             row = {"image": name, "faces": [{"face": i, **fp.to_dict()} for i, fp in enumerate(faces)]}

@@ -68,6 +68,7 @@ def test_help_and_bad_input_are_answered_before_torch_is_imported(tmp_path, medi
         (["predict", good, "--checkpoint", tmp_path / "nope.safetensors"], 2, "no such checkpoint"),
         (["predict", good, "--gradcam", tmp_path / "a_file" / "cam.png"], 2, "is a file, not a folder"),
         (["predict", good, "--gradcam", tmp_path / "cam.txt"], 2, "unknown image type"),
+        (["predict", good, "--gradcam", good], 2, "that is the input image"),
         (["predict", good, "--min-prob", "5"], 2, "between 0 and 1"),
         (["predict", good, "--device", "gpu"], 2, "--device"),
     ]:
