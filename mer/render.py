@@ -15,37 +15,45 @@ def _intersects(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def layout_labels(boxes, sizes, image_shape, gap: int = 1) -> list[tuple[int, int, int, int]]:
+def _free(spots: np.ndarray, obstacles: list) -> np.ndarray:
+    """(S, 4) rectangles -> (S,) True where one touches none of the obstacles."""
+    if not obstacles:
+        return np.ones(len(spots), bool)
+    o = np.asarray(obstacles)[None]
+    s = spots[:, None]
+    hit = ((s[..., 0] < o[..., 2]) & (o[..., 0] < s[..., 2])
+           & (s[..., 1] < o[..., 3]) & (o[..., 1] < s[..., 3]))
+    return ~hit.any(1)
+
+
+def layout_labels(boxes, sizes, image_shape, gap: int = 1,
+                  tries: int = 32) -> list[tuple[int, int, int, int]]:
     """Face boxes (x1, y1, x2, y2) + label sizes (w, h) -> one label rectangle (x1, y1, x2, y2) per
     face (exclusive ends), inside the image where it fits, no two intersecting.
 
     Each label prefers the spot just above its box, then just below it, then inside its top edge;
-    where those collide with labels already placed it moves beside the nearest obstacle, first in
-    its own column, then in others. Spots that also keep clear of the other faces win where there
-    are any. Only an image too small to hold all labels apart gets overlaps."""
+    where those collide with labels already placed it moves beside the nearest obstacles (the
+    `tries` nearest rows and columns), first in its own column. Spots that also keep clear of the
+    other faces win where there are any. Only an image too crowded to hold the labels apart gets
+    overlaps (the label then stays above its face)."""
     H, W = image_shape[:2]
-    faces = [tuple(int(round(v)) for v in b[:4]) for b in boxes]
+    faces = [tuple(int(round(float(v))) for v in b[:4]) for b in boxes]
     placed: list[tuple[int, int, int, int]] = []
     for k, ((bx1, by1, bx2, by2), (w, h)) in enumerate(zip(faces, sizes)):
         w, h = int(w), int(h)
-
-        def cx(x):
-            return int(min(max(0, x), max(0, W - w)))
-
-        def cy(y):
-            return int(min(max(0, y), max(0, H - h)))
-
-        x0 = cx(bx1)
-        pref = [cy(by1 - h - gap), cy(by2 + gap), cy(by1 + gap)]  # above, below, inside
-        ys = pref + sorted({cy(o[3] + gap) for o in placed} | {cy(o[1] - h - gap) for o in placed},
-                           key=lambda y: abs(y - pref[0]))
-        xs = [x0] + sorted({cx(o[2] + gap) for o in placed} | {cx(o[0] - w - gap) for o in placed},
-                           key=lambda x: abs(x - x0))
-        spots = [(x, y, x + w, y + h) for x in xs for y in ys]
-        others = [f for j, f in enumerate(faces) if j != k]
-        rect = next((r for r in spots if not any(_intersects(r, o) for o in placed + others)), None) \
-            or next((r for r in spots if not any(_intersects(r, o) for o in placed)), None)
-        placed.append(rect or (x0, pref[0], x0 + w, pref[0] + h))
+        x0 = int(np.clip(bx1, 0, max(0, W - w)))
+        pref = np.clip([by1 - h - gap, by2 + gap, by1 + gap], 0, max(0, H - h))  # above, below, inside
+        ys = np.clip([o[3] + gap for o in placed] + [o[1] - h - gap for o in placed], 0, max(0, H - h))
+        xs = np.clip([o[2] + gap for o in placed] + [o[0] - w - gap for o in placed], 0, max(0, W - w))
+        ys = np.concatenate([pref, sorted(set(ys.tolist()), key=lambda y: abs(y - pref[0]))[:tries]])
+        xs = np.array([x0, *sorted(set(xs.tolist()) - {x0}, key=lambda x: abs(x - x0))[:tries]])
+        gx, gy = np.meshgrid(xs, ys, indexing="ij")  # own column first, then by distance
+        spots = np.stack([gx.ravel(), gy.ravel(), gx.ravel() + w, gy.ravel() + h], 1).astype(int)
+        clear_of_labels = _free(spots, placed)
+        best = clear_of_labels & _free(spots, [f for j, f in enumerate(faces) if j != k])
+        ok = best if best.any() else clear_of_labels
+        r = spots[ok.argmax()] if ok.any() else (x0, int(pref[0]), x0 + w, int(pref[0]) + h)
+        placed.append(tuple(int(v) for v in r))
     return placed
 
 
