@@ -14,11 +14,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-MAX_PIXELS = int(os.environ.get("MER_MAX_PIXELS", 40_000_000))  # ~6300x6300
+MAX_PIXELS = 40_000_000  # ~6300x6300; $MER_MAX_PIXELS overrides it
 
 
 class ImageError(ValueError):
     """The input is not an image we can use; the message says why."""
+
+
+def _max_pixels() -> int:
+    text = os.environ.get("MER_MAX_PIXELS")
+    if text is None:
+        return MAX_PIXELS
+    try:
+        return int(float(text))
+    except ValueError:
+        raise ImageError(f"MER_MAX_PIXELS must be a number of pixels (e.g. 40000000), got {text!r}") from None
 
 
 def _name(src) -> str:
@@ -123,7 +133,7 @@ def read_image(src, max_pixels: int | None = None) -> np.ndarray:
     """Path, bytes, PIL image or array -> HxWx3 RGB uint8 (EXIF orientation applied)."""
     if isinstance(src, np.ndarray):
         return from_array(src)
-    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    max_pixels = _max_pixels() if max_pixels is None else max_pixels
     im = _open(src)
     w, h = im.size
     if w * h > max_pixels:

@@ -165,3 +165,13 @@ def test_huge_images_are_refused_before_decoding(tmp_path):
 def test_folders_and_special_files_are_named_as_such(tmp_path):
     with pytest.raises(ImageError, match="not a file \\(a folder\\)"):
         read_image(tmp_path)
+
+
+def test_pixel_limit_from_the_environment(tmp_path, monkeypatch, photo):
+    p = save(photo, tmp_path, "p.png")
+    monkeypatch.setenv("MER_MAX_PIXELS", "1000")
+    with pytest.raises(ImageError, match="over the limit"):
+        read_image(p)
+    monkeypatch.setenv("MER_MAX_PIXELS", "lots")
+    with pytest.raises(ImageError, match="MER_MAX_PIXELS must be a number"):
+        read_image(p)
