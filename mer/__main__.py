@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".wmv", ".flv", ".mpg", ".mpeg", ".3gp"}
 
 EPILOG = """\
 A FOLDER argument predicts every image in it (not its subfolders), in sorted name order, one
@@ -134,6 +135,9 @@ def check_inputs(args) -> tuple[list[Path], bool, dict[Path, Path]]:
         return images, True, gradcam_targets(args, images, True)
     if not src.exists():
         raise UsageError(f"{shown(src)}: no such file or folder")
+    if src.suffix.lower() in VIDEO_EXTS:
+        raise UsageError(f"{shown(src)}: a video; this command reads images "
+                         "(videos: python -m batch FOLDER --out OUT, or the app's video tab)")
     return [src], False, gradcam_targets(args, [src], False)
 
 

@@ -65,6 +65,7 @@ def test_help_and_bad_input_are_answered_before_torch_is_imported(tmp_path, medi
         (["predict", tmp_path / "head.jpg"], 2, "corrupt or truncated"),
         (["predict", tmp_path / "bomb.png"], 2, "too large"),
         (["predict", tmp_path / "no_images"], 2, "no image files"),
+        (["predict", media / "single_face.mp4"], 2, "a video"),
         (["predict", good, "--checkpoint", tmp_path / "nope.safetensors"], 2, "no such checkpoint"),
         (["predict", good, "--gradcam", tmp_path / "a_file" / "cam.png"], 2, "is a file, not a folder"),
         (["predict", good, "--gradcam", tmp_path / "cam.txt"], 2, "unknown image type"),
