@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "classify each face", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", help="image file (jpg, png, tiff, ...) or a folder of them")
-    p.add_argument("--checkpoint", help="model .safetensors (default: the shipped default checkpoint)")
+    p.add_argument("--checkpoint", help="model .safetensors (default: the shipped FER2013 macro-expression "
+                   "model, 7 classes; the micro-expression model is mer/weights/micro_synth.safetensors)")
     p.add_argument("--gradcam", metavar="OUT", help="write the image with Grad-CAM overlays, boxes and "
                    "labels to OUT.png (for a FOLDER: into the folder OUT; missing folders are created)")
     p.add_argument("--json", action="store_true", help="one JSON object per face (for a FOLDER: one "
