@@ -168,7 +168,8 @@ def fer2013_card(origin: str, info: dict, measured: dict | None = None):
     if measured:
         metrics.update(measured)
     return ModelCard(
-        arch="mini_xception", classes=list(FER2013_CLASSES), input_size=(64, 64), input_mode="gray",
+        arch="mini_xception", arch_kwargs={"input_size": 64}, classes=list(FER2013_CLASSES),
+        input_size=(64, 64), input_mode="gray",
         mean=(0.5,), std=(0.5,), in_chans=1, crop_margin=CROP_MARGIN,
         trained_on=("FER2013: 35,887 48x48 grayscale faces from web image searches, labelled with 7 "
                     "emotions (Goodfellow et al., 'Challenges in Representation Learning', "
