@@ -10,12 +10,14 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import pickle
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -34,7 +36,7 @@ INT_DTYPES = {"I64", "I32", "I16", "I8", "U8"}
 
 
 def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) and math.isfinite(x)
 
 
 def _is_int(x) -> bool:
@@ -118,10 +120,12 @@ class ModelCard:
                     f"got {_short(v)}")
             if len(v) != self.in_chans:
                 bad(f"{name} needs {self.in_chans} values (in_chans), got {len(v)}")
+            setattr(self, name, tuple(float(x) for x in v))
         if any(float(x) <= 0 for x in self.std):
             bad("std values must be positive")
         if not _is_number(self.crop_margin) or not 0 <= self.crop_margin <= 1:
             bad(f"crop_margin must be a number from 0 to 1, got {_short(self.crop_margin)}")
+        self.crop_margin = float(self.crop_margin)
         if not isinstance(self.arch_kwargs, dict):
             bad("arch_kwargs must be an object")
         for k, v in self.arch_kwargs.items():
