@@ -1,8 +1,14 @@
 """Checkpoints: weights as safetensors + a JSON model card, saved atomically, validated on load.
 
 `name.safetensors` holds the tensors (and a copy of the card in its metadata, so one file is
-enough); `name.json` beside it is the human-readable card. A `.pt`/`.pth` from elsewhere is read
-only with `torch.load(weights_only=True)`; pickled code is refused.
+enough); `name.json` beside it is the human-readable card (it wins, so it can be edited). A
+`.pt`/`.pth` from elsewhere is read only with `torch.load(weights_only=True)`; pickled code is refused.
+
+On load, before any network is built: every card field is type- and range-checked; the card's
+network is built on the meta device (nothing allocated) and compared with the weights' header
+(tensor names, shapes, dtypes, value count) and its input_size with the architecture's own; sizes
+are bounded (file, card, arch_kwargs, values). Cards carry the fingerprint of the weights they were
+saved with, so a card left beside other weights (a crash between the two writes) is refused.
 """
 from __future__ import annotations
 
@@ -36,7 +42,12 @@ INT_DTYPES = {"I64", "I32", "I16", "I8", "U8"}
 
 
 def _is_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) and math.isfinite(x)
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:  # an integer beyond float range
+        return False
 
 
 def _is_int(x) -> bool:
@@ -202,7 +213,7 @@ def _card_json(text: str | bytes, where: str) -> Any:
                               f"(limit {MAX_CARD_BYTES})")
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, huge integers
         raise CheckpointError(f"{where}: model card is not valid JSON ({e})") from None
 
 

@@ -178,6 +178,8 @@ def test_a_small_card_cannot_make_the_loader_allocate_a_huge_network(tmp_path):
     ({"arch_kwargs": {"input_size": 64, "widths": {"a": 1}}}, "widths"),
     ({"arch_kwargs": {"input_size": 64, "widths": [10 ** 9]}}, "limit"),
     ({"metrics": [1, 2]}, "metrics must be an object"),
+    ({"mean": [float("nan")] * 3}, "mean must be a list"),
+    ({"in_chans": 10 ** 400}, "in_chans"),
 ])
 def test_card_values_of_the_wrong_type_are_checkpoint_errors(tmp_path, changes, message):
     with pytest.raises(CheckpointError, match=message):
