@@ -250,3 +250,16 @@ def test_oversized_card_files_are_refused_unread(tmp_path):
     path.with_suffix(".json").write_text(" " * (2 ** 20 + 1) + "{}")
     with pytest.raises(CheckpointError, match="cards are a few KB"):
         load_checkpoint(path)
+
+
+def test_bad_card_in_the_batch_tool_is_a_configuration_error(tmp_path):
+    """batch documents exit 2 for configuration errors; a card of the wrong type was exit 1."""
+    import subprocess
+    import sys
+    (tmp_path / "in").mkdir()
+    ck = micro_with_card(tmp_path, mean=5)
+    r = subprocess.run([sys.executable, "-m", "batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                        "--checkpoint", str(ck)], capture_output=True, text=True, timeout=120,
+                       cwd=str(Path(mer.__file__).parents[1]))
+    assert r.returncode == 2 and "mean must be a list" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
