@@ -381,7 +381,7 @@ def _child(cfg: dict) -> None:
         os._exit(1)
     import cv2  # noqa: F401 - the libraries load before the memory cap is set
     import decord  # noqa: F401
-    if cfg.get("memory_mb"):
+    if cfg.get("memory_mb"):  # the cap counts from what the loaded libraries already map
         import resource
         status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
         cap = int(status["VmSize"].split()[0]) * 1024 + (int(cfg["memory_mb"]) << 20)
@@ -405,9 +405,11 @@ def _child(cfg: dict) -> None:
     try:
         src = _open_local(path, cfg["chunk_size"])
         send({"info": asdict(src.info)})
-        for c in src.chunks():
+        chunks = src.chunks()
+        while (c := next(chunks, None)) is not None:
             send({"chunk": {"index": c.index.tolist(), "start_s": c.start_s.tolist(),
                             "end_s": c.end_s.tolist()}}, c.frames)
+            del c  # one chunk in memory at a time
         send({"end": {"partial": src.info.partial, "n_frames": src.info.n_frames}})
     except VideoError as e:
         memory = cfg.get("memory_mb") and re.search(_OUT_OF_MEMORY, str(e))
