@@ -291,9 +291,13 @@ class IsolatedSource(_Closing):
                           "memory_mb": memory_mb, "parent": os.getpid()})
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self._err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-P", str(Path(__file__).resolve()), cfg],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err,
-                                     env=env, close_fds=True)
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-P", str(Path(__file__).resolve()), cfg],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err,
+                                         env=env, close_fds=True)
+        except OSError as e:
+            self._err.close()
+            raise VideoError(f"{path.name}: the decoder process could not start ({e.strerror or e})") from None
         self.pid = self.proc.pid
         try:
             head, _ = self._recv()
