@@ -300,7 +300,16 @@ def test_ablation_writes_a_table_with_the_leakage_gap(tiny_set, tmp_path):
     mean = runs.groupby(["arch", "protocol"]).uf1.mean()
     for arch in ("seed_cnn", "seed_cbam"):
         assert gap[arch]["uf1"] == pytest.approx(mean[arch, "random-frames"] - mean[arch, "loso"], abs=1e-4)
-    assert (out / "seed_cbam-loso-s1" / "report.md").is_file()
+    assert (out / "seed_cbam-scratch-loso-s1" / "report.md").is_file()
+    # per-seed paired comparison CNN -> CBAM under each protocol, from the same seeds' runs
+    pairs = pd.read_csv(out / "paired.csv")
+    assert len(pairs) == 2 and set(pairs.protocol) == {"random-frames", "loso"} and (pairs.differs_in == "arch").all()
+    for r in pairs.itertuples():
+        u = runs[runs.protocol == r.protocol].set_index(["arch", "seed"]).uf1
+        diff = np.array([u["seed_cbam", s] - u["seed_cnn", s] for s in (0, 1)])
+        assert r.a == "seed_cnn (scratch)" and r.b == "seed_cbam (scratch)" and r.seeds == 2
+        assert r.uf1_diff_mean == pytest.approx(diff.mean(), abs=1e-4) and r.b_better_seeds == (diff > 0).sum()
+    assert "Paired by seed" in md and md.count("| loso | seed_cnn (scratch) | seed_cbam (scratch) | ") == 3
 
 
 def test_synth_confound_adds_class_dependent_lighting_per_subject(tmp_path, detector):
@@ -347,3 +356,34 @@ def test_resume_refuses_a_changed_dataset_and_csv_cells_are_escaped(tiny_set, tm
     err = capsys.readouterr().err
     assert "dataset changed" in err and "18 clips of 3 subjects then, 17" in err
     assert [f.stat().st_mtime_ns for f in folds] == before  # nothing finished was lost
+
+
+def test_init_loads_the_backbone_and_starts_a_fresh_classifier(tmp_path):
+    """--init: every backbone tensor of the source checkpoint is copied, the classifier (its shape
+    depends on the class count) is new even when the class counts agree, CBAM absent from the source is fresh."""
+    from mer import ModelCard, create_model, save_checkpoint
+    from training.train import TrainConfig, load_backbone, make_card
+    torch.manual_seed(0)
+    src_model = create_model("mernet", num_classes=3, input_size=64)
+    src = save_checkpoint(src_model, ModelCard(arch="mernet", classes=["a", "b", "c"], input_size=(64, 64),
+                                               arch_kwargs={"input_size": 64}), tmp_path / "src.safetensors")
+    sd = src_model.state_dict()
+    for arch in ("mernet", "mernet_cbam"):
+        card = make_card(TrainConfig(arch=arch, size=64).resolve(), ["x", "y", "z"], (0.5,) * 3, (0.5,) * 3)
+        model = card.build()
+        got = load_backbone(model, card, src)
+        own = model.state_dict()
+        assert got["head"] and set(got["head"]) <= set(got["fresh"])
+        for k in got["loaded"]:
+            assert torch.equal(own[k], sd[k]), k
+        for k in got["head"]:
+            assert not torch.equal(own[k], sd[k]), k  # same shape (3 classes), still re-initialised
+        backbone = [k for k in sd if k not in got["head"]]
+        assert sorted(got["unused"]) == sorted(got["head"])  # only the source's classifier is left out
+        if arch == "mernet":
+            assert sorted(got["loaded"]) == sorted(backbone)
+        else:  # the same backbone plus CBAM, which the source does not have
+            assert sorted(got["loaded"]) == sorted(backbone) and any(k not in sd for k in got["fresh"])
+    with pytest.raises(ValueError, match="no tensor"):
+        card = make_card(TrainConfig(arch="vit_tiny", size=64).resolve(), ["x", "y"], (0.5,) * 3, (0.5,) * 3)
+        load_backbone(card.build(), card, src)

@@ -72,7 +72,7 @@ def write_markdown(path: Path, cfg: dict, metrics: dict, folds: list[dict], clas
               f"- Labels: {cfg['labels']} ({', '.join(classes)})",
               f"- Training: {cfg['epochs']} epochs, Adam lr {cfg['lr']}, weight decay {cfg['weight_decay']}, "
               f"batch {cfg['batch_size']}, input {cfg['size']}x{cfg['size']} {cfg['color'] if cfg['input'] != 'flow' else 'flow'}, "
-              f"seed {cfg['seed']}" + (f", early stopping (patience {cfg['early_stopping']}, validation by subject)"
+              f"seed {cfg['seed']}, init {cfg.get('init', 'scratch')}" + (f", early stopping (patience {cfg['early_stopping']}, validation by subject)"
                                        if cfg['early_stopping'] else ", fixed epochs (no model selection on test folds)"),
               f"- Command: `{command}`", "",
               "| metric | value |", "|---|---|"]

@@ -14,10 +14,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+import mer
 from mer.checkpoint import ModelCard, library_versions, save_checkpoint
 from mer.faces import resolve_device
+from mer.models import create_model
 from mer.predict import Predictor
 from mer.report import atomic_write
 
@@ -37,6 +40,8 @@ ARCH_DEFAULTS = {
     "mernet": dict(size=128, lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=30, schedule="cosine"),
     "vit_tiny": dict(size=128, lr=3e-4, weight_decay=0.05, batch_size=32, epochs=30, schedule="cosine"),
 }
+ARCH_IN_CHANS = {"mini_xception": 1, "mini_xception_cbam": 1}  # one gray channel (the FER2013 contract)
+INIT_WEIGHTS = {"fer2013": Path(mer.__file__).resolve().parent / "weights" / "fer2013_mini_xception.safetensors"}
 FALLBACK = dict(size=128, lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=30, schedule="cosine")
 
 
@@ -61,6 +66,7 @@ class TrainConfig:
     folds: int = 5                  # kfold-subject
     test_size: float = 0.2          # random-frames
     seed: int = 0
+    init: str = "scratch"           # scratch | fer2013 | a .safetensors checkpoint: backbone weights, new head
     class_weights: bool = False     # inverse-frequency class weights in the loss
     augment: bool = True
     early_stopping: int = 0         # patience in epochs; 0 = fixed epochs
@@ -82,6 +88,34 @@ class TrainConfig:
         """What must match for a run folder to be resumed."""
         skip = {"out", "progress", "command", "final", "trained_on", "notes", "device", "threads"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+def init_source(init: str) -> Path | None:
+    """--init -> the checkpoint whose backbone starts the model (None: random initialisation)."""
+    if init in ("", "scratch"):
+        return None
+    path = INIT_WEIGHTS.get(init, Path(init))
+    if not path.is_file():
+        raise FileNotFoundError(f"--init {init}: no weights at {path}" + (
+            "" if init in INIT_WEIGHTS else f" (use scratch, {', '.join(INIT_WEIGHTS)} or a .safetensors file)"))
+    return path
+
+
+def load_backbone(model: torch.nn.Module, card: ModelCard, source: Path) -> dict:
+    """Copy every tensor of `source` whose name and shape match `model`, except the classifier:
+    the tensors whose shape depends on the number of classes start fresh, and so does anything
+    the source does not have (CBAM). Returns what was loaded."""
+    own = model.state_dict()
+    wider = create_model(card.arch, num_classes=len(card.classes) + 1, in_chans=card.in_chans, **card.arch_kwargs)
+    head = {k for k, v in wider.state_dict().items() if k in own and v.shape != own[k].shape}
+    state = load_file(str(source))
+    take = {k: v for k, v in state.items() if k in own and k not in head and v.shape == own[k].shape}
+    if not take:
+        raise ValueError(f"--init: no tensor of {source.name} fits {card.arch} (in_chans {card.in_chans}); "
+                         f"it holds weights of another architecture")
+    model.load_state_dict(take, strict=False)
+    return {"loaded": sorted(take), "fresh": sorted(k for k in own if k not in take), "head": sorted(head),
+            "unused": sorted(k for k in state if k not in take)}
 
 
 def seed_everything(seed: int) -> None:
@@ -170,7 +204,11 @@ def fit(x, y, train_idx, cfg: TrainConfig, card: ModelCard, device, val_idx=None
     a batch -> batch augmentation (default BatchAugment when cfg.augment)."""
     n_classes = len(card.classes)
     cuda = device.type == "cuda"
-    model = card.build().to(device)
+    model = card.build()
+    source = init_source(cfg.init)
+    if source is not None:
+        load_backbone(model, card, source)
+    model = model.to(device)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     predictor = Predictor.from_model(model, card, device=str(device))
@@ -252,10 +290,15 @@ def norm_stats(cfg: TrainConfig, x: torch.Tensor, channels: int = 3):
     return (0.5,) * channels, (0.5,) * channels
 
 
+def in_chans_of(cfg: TrainConfig) -> int:
+    return ARCH_IN_CHANS.get(cfg.arch, 3)
+
+
 def make_card(cfg: TrainConfig, classes: list[str], mean, std, **kw) -> ModelCard:
     mode = "flow" if cfg.input == "flow" else cfg.color
+    c = in_chans_of(cfg)
     return ModelCard(arch=cfg.arch, classes=list(classes), input_size=(cfg.size, cfg.size), input_mode=mode,
-                     mean=tuple(mean), std=tuple(std), arch_kwargs={"input_size": cfg.size}, in_chans=3, **kw)
+                     mean=tuple(mean)[:c], std=tuple(std)[:c], arch_kwargs={"input_size": cfg.size}, in_chans=c, **kw)
 
 
 def clip_level(pred: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
@@ -317,6 +360,9 @@ def run(cfg: TrainConfig) -> dict:
     cfg = cfg.resolve()
     if cfg.labels not in LABEL_SETS and cfg.dataset != "folder":
         raise ValueError(f"--labels must be one of {', '.join(LABEL_SETS)}, got {cfg.labels!r}")
+    if in_chans_of(cfg) == 1 and (cfg.input == "flow" or cfg.color != "gray"):
+        raise ValueError(f"{cfg.arch} takes one gray channel: use --input apex or frames with --color gray")
+    init_source(cfg.init)  # a missing --init file is reported before any work
     out = Path(cfg.out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -337,6 +383,8 @@ def run(cfg: TrainConfig) -> dict:
     log.info("%d clips, %d subjects, classes present: %s", len(clips), len({c.group for c in clips}), ", ".join(present))
     samples = build_inputs(clips, classes, cfg.input, cfg.size, cfg.color, cfg.frame_step, cfg.flow_third,
                            cache_dir=out / "cache", progress=cfg.progress)
+    if in_chans_of(cfg) < samples.x.shape[1]:  # gray replicated to 3 channels -> the model's one
+        samples.x = samples.x[:, :in_chans_of(cfg)].contiguous()
     folds = splits(cfg.protocol, samples.groups, cfg.folds, cfg.seed, cfg.test_size)
     rows, fold_summ, infos = [], [], []
     t0 = time.time()
@@ -398,6 +446,9 @@ def run(cfg: TrainConfig) -> dict:
         if "frame_level" in m:
             summary["frame_level"] = {k: round(m["frame_level"][k], 4) for k in ("uf1", "uar", "acc")}
         notes = "A demo, not a clinical or forensic tool."
+        if init_source(cfg.init) is not None:
+            notes += (f" Started from the {cfg.init} weights ({init_source(cfg.init).name}): every backbone tensor "
+                      f"that fits, a new classifier for these classes (fresh CBAM where the source has none).")
         if leaky:
             notes += " Metrics come from the LEAKY random-frames split and overstate accuracy on new people."
         where = (f"These weights were trained on all {len(subjects)} subjects ({len(clips)} clips) after the "
