@@ -38,6 +38,8 @@ ARCH_DEFAULTS = {
     "seed_cnn": dict(size=256, lr=1e-4, weight_decay=1e-4, batch_size=16, epochs=15, schedule="constant"),
     "mernet_cbam": dict(size=128, lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=30, schedule="cosine"),
     "mernet": dict(size=128, lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=30, schedule="cosine"),
+    "mini_xception": dict(size=64, lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=30, schedule="cosine"),
+    "mini_xception_cbam": dict(size=64, lr=1e-3, weight_decay=1e-4, batch_size=32, epochs=30, schedule="cosine"),
     "vit_tiny": dict(size=128, lr=3e-4, weight_decay=0.05, batch_size=32, epochs=30, schedule="cosine"),
 }
 ARCH_IN_CHANS = {"mini_xception": 1, "mini_xception_cbam": 1}  # one gray channel (the FER2013 contract)
