@@ -46,10 +46,10 @@ def sync(device):
 
 
 def samples_per_s(arch, size, device, n, epochs, aug=None, batch_size=None) -> float:
-    x = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
-    y = np.random.default_rng(0).integers(0, 6, n)
     cfg = TrainConfig(arch=arch, size=size, epochs=1, batch_size=batch_size, progress=False).resolve()
     card = make_card(cfg, [str(i) for i in range(6)], (0.5,) * 3, (0.5,) * 3)
+    x = torch.randint(0, 256, (n, card.in_chans, size, size), dtype=torch.uint8)
+    y = np.random.default_rng(0).integers(0, 6, n)
     fit(x[:32], y[:32], np.arange(32), cfg, card, device, aug=aug)  # warm-up (cudnn autotune, allocator)
     cfg.epochs = epochs
     sync(device)

@@ -387,3 +387,44 @@ def test_init_loads_the_backbone_and_starts_a_fresh_classifier(tmp_path):
     with pytest.raises(ValueError, match="no tensor"):
         card = make_card(TrainConfig(arch="vit_tiny", size=64).resolve(), ["x", "y"], (0.5,) * 3, (0.5,) * 3)
         load_backbone(card.build(), card, src)
+
+
+def test_init_fer2013_starts_mini_xception_from_the_macro_weights():
+    """mini_xception and mini_xception_cbam take every FER2013 backbone tensor; the 7-class head is
+    replaced by one for the label set; CBAM starts fresh."""
+    from safetensors.torch import load_file
+    from training.datasets import LABEL_SETS
+    from training.train import TrainConfig, init_source, load_backbone, make_card
+    path = init_source("fer2013")
+    src = load_file(str(path))
+    classes = LABEL_SETS["seed6"]
+    for arch in ("mini_xception", "mini_xception_cbam"):
+        cfg = TrainConfig(arch=arch, init="fer2013").resolve()
+        card = make_card(cfg, classes, (0.5,) * 3, (0.5,) * 3)
+        assert (card.in_chans, card.mean, card.std, card.input_size) == (1, (0.5,), (0.5,), (64, 64))
+        model = card.build()
+        got = load_backbone(model, card, path)
+        assert got["head"] == ["head.bias", "head.weight"] and got["unused"] == got["head"]
+        assert sorted(got["loaded"]) == sorted(k for k in src if not k.startswith("head."))
+        own = model.state_dict()
+        assert all(torch.equal(own[k], src[k]) for k in got["loaded"])
+        assert own["head.weight"].shape[0] == 6
+        fresh_extra = [k for k in got["fresh"] if k not in got["head"]]
+        assert (arch == "mini_xception") == (not fresh_extra) and all(".cbam." in k for k in fresh_extra)
+    with pytest.raises(FileNotFoundError, match="no weights"):
+        init_source("fer2014")
+
+
+def test_fer2013_init_trains_and_its_card_says_so(tiny_set, tmp_path, media):
+    from mer import Predictor
+    from training.train import TrainConfig, run
+    out = tmp_path / "fer"
+    m = run(TrainConfig(dataset_path=str(tiny_set), arch="mini_xception", init="fer2013", protocol="random-frames",
+                        epochs=1, out=str(out), progress=False))
+    assert m["n"] >= 3 and "init fer2013" in (out / "report.md").read_text()
+    p = Predictor(out / "model.safetensors", device="cpu")
+    assert p.card.in_chans == 1 and p.card.arch == "mini_xception" and len(p.classes) == 6
+    assert "Started from the fer2013 weights (fer2013_mini_xception.safetensors)" in p.card.notes
+    assert len(p.predict(media / "single_face.jpg")) == 1
+    with pytest.raises(ValueError, match="one gray channel"):
+        run(TrainConfig(dataset_path=str(tiny_set), arch="mini_xception", color="rgb", out=str(tmp_path / "rgb")))

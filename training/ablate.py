@@ -134,7 +134,7 @@ def main(argv=None) -> int:
             cfg = TrainConfig(dataset=a.dataset, dataset_path=a.dataset_path, labels=a.labels, input=a.input,
                               arch=arch, init=init, protocol=proto, seed=seed, epochs=a.epochs, size=a.size,
                               frame_step=a.frame_step, lr=a.lr, batch_size=a.batch_size, threads=a.threads,
-                              final=False, progress=a.progress, command=command,
+                              final=False, progress=a.progress, command=command, cache_dir=str(out / "cache"),
                               out=str(out / f"{arch}-{init}-{proto}-s{seed}"))
             m = run(cfg)
             data = m["data"]

@@ -77,6 +77,7 @@ class TrainConfig:
     amp: bool = True                # mixed precision on CUDA
     deterministic: bool = False     # cudnn deterministic instead of benchmark
     threads: int = 0                # torch CPU threads; 0 = all cores
+    cache_dir: str = ""             # model inputs cache; default OUT/cache (runs of one dataset may share one)
     trained_on: str = ""            # text for the model card; default describes the data
     notes: str = ""
     progress: bool = True
@@ -88,7 +89,7 @@ class TrainConfig:
 
     def key(self) -> dict:
         """What must match for a run folder to be resumed."""
-        skip = {"out", "progress", "command", "final", "trained_on", "notes", "device", "threads"}
+        skip = {"out", "progress", "command", "final", "trained_on", "notes", "device", "threads", "cache_dir"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
@@ -384,7 +385,7 @@ def run(cfg: TrainConfig) -> dict:
     present = sorted({c.label for c in clips}, key=classes.index)
     log.info("%d clips, %d subjects, classes present: %s", len(clips), len({c.group for c in clips}), ", ".join(present))
     samples = build_inputs(clips, classes, cfg.input, cfg.size, cfg.color, cfg.frame_step, cfg.flow_third,
-                           cache_dir=out / "cache", progress=cfg.progress)
+                           cache_dir=cfg.cache_dir or out / "cache", progress=cfg.progress)
     if in_chans_of(cfg) < samples.x.shape[1]:  # gray replicated to 3 channels -> the model's one
         samples.x = samples.x[:, :in_chans_of(cfg)].contiguous()
     folds = splits(cfg.protocol, samples.groups, cfg.folds, cfg.seed, cfg.test_size)
