@@ -426,5 +426,8 @@ def test_fer2013_init_trains_and_its_card_says_so(tiny_set, tmp_path, media):
     assert p.card.in_chans == 1 and p.card.arch == "mini_xception" and len(p.classes) == 6
     assert "Started from the fer2013 weights (fer2013_mini_xception.safetensors)" in p.card.notes
     assert len(p.predict(media / "single_face.jpg")) == 1
+    with pytest.raises(ValueError, match="no tensor of fer2013_mini_xception.safetensors fits mernet"):
+        run(TrainConfig(dataset_path=str(tiny_set), arch="mernet", init="fer2013", out=str(tmp_path / "mismatch")))
+    assert not (tmp_path / "mismatch" / "cache").exists()  # refused before any face detection
     with pytest.raises(ValueError, match="one gray channel"):
         run(TrainConfig(dataset_path=str(tiny_set), arch="mini_xception", color="rgb", out=str(tmp_path / "rgb")))

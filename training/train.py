@@ -383,6 +383,11 @@ def run(cfg: TrainConfig) -> dict:
                                                   "config": dataclasses.asdict(cfg)}, indent=1))
     classes = classes_of(clips, label_set)
     present = sorted({c.label for c in clips}, key=classes.index)
+    if init_source(cfg.init) is not None:  # an --init that does not fit the arch fails before any work
+        probe = make_card(cfg, classes, (0.5,) * 3, (0.5,) * 3)
+        got = load_backbone(probe.build(), probe, init_source(cfg.init))
+        log.info("--init %s: %d tensors loaded, %d fresh (classifier: %s)", cfg.init, len(got["loaded"]),
+                 len(got["fresh"]), ", ".join(got["head"]))
     log.info("%d clips, %d subjects, classes present: %s", len(clips), len({c.group for c in clips}), ", ".join(present))
     samples = build_inputs(clips, classes, cfg.input, cfg.size, cfg.color, cfg.frame_step, cfg.flow_third,
                            cache_dir=cfg.cache_dir or out / "cache", progress=cfg.progress)
