@@ -378,8 +378,9 @@ def test_init_loads_the_backbone_and_starts_a_fresh_classifier(tmp_path):
             assert torch.equal(own[k], sd[k]), k
         for k in got["head"]:
             assert not torch.equal(own[k], sd[k]), k  # same shape (3 classes), still re-initialised
-        backbone = [k for k in sd if k not in got["head"]]
-        assert sorted(got["unused"]) == sorted(got["head"])  # only the source's classifier is left out
+        backbone = [k for k in sd if k not in got["head"] and "num_batches" not in k]
+        # only the source's classifier (and BatchNorm step counters) are left out
+        assert sorted(k for k in got["unused"] if "num_batches" not in k) == sorted(got["head"])
         if arch == "mernet":
             assert sorted(got["loaded"]) == sorted(backbone)
         else:  # the same backbone plus CBAM, which the source does not have
@@ -404,12 +405,13 @@ def test_init_fer2013_starts_mini_xception_from_the_macro_weights():
         assert (card.in_chans, card.mean, card.std, card.input_size) == (1, (0.5,), (0.5,), (64, 64))
         model = card.build()
         got = load_backbone(model, card, path)
-        assert got["head"] == ["head.bias", "head.weight"] and got["unused"] == got["head"]
-        assert sorted(got["loaded"]) == sorted(k for k in src if not k.startswith("head."))
+        assert got["head"] == ["head.bias", "head.weight"]
+        assert [k for k in got["unused"] if "num_batches" not in k] == got["head"]
+        assert sorted(got["loaded"]) == sorted(k for k in src if not k.startswith("head.") and "num_batches" not in k)
         own = model.state_dict()
         assert all(torch.equal(own[k], src[k]) for k in got["loaded"])
         assert own["head.weight"].shape[0] == 6
-        fresh_extra = [k for k in got["fresh"] if k not in got["head"]]
+        fresh_extra = [k for k in got["fresh"] if k not in got["head"] and "num_batches" not in k]
         assert (arch == "mini_xception") == (not fresh_extra) and all(".cbam." in k for k in fresh_extra)
     with pytest.raises(FileNotFoundError, match="no weights"):
         init_source("fer2014")

@@ -112,7 +112,8 @@ def load_backbone(model: torch.nn.Module, card: ModelCard, source: Path) -> dict
     wider = create_model(card.arch, num_classes=len(card.classes) + 1, in_chans=card.in_chans, **card.arch_kwargs)
     head = {k for k, v in wider.state_dict().items() if k in own and v.shape != own[k].shape}
     state = load_file(str(source))
-    take = {k: v for k, v in state.items() if k in own and k not in head and v.shape == own[k].shape}
+    take = {k: v for k, v in state.items() if k in own and k not in head and v.shape == own[k].shape
+            and not k.endswith("num_batches_tracked")}  # a step counter, not a weight
     if not take:
         raise ValueError(f"--init: no tensor of {source.name} fits {card.arch} (in_chans {card.in_chans}); "
                          f"it holds weights of another architecture")
