@@ -101,7 +101,7 @@ def test_rerun_resumes_finished_folds_and_refuses_other_settings(loso_run, tiny_
     assert json.loads((out / "metrics.json").read_text())["confusion"] == first["confusion"]
     r = cli("--dataset-path", str(tiny_set), "--arch", "mernet_cbam", "--size", "64", "--epochs", "3",
             "--out", str(out), "--no-progress")
-    assert r.returncode != 0 and "other settings" in r.stderr and "epochs" in r.stderr
+    assert r.returncode == 2 and "other settings" in r.stderr and "epochs" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_random_frames_is_labelled_leaky_and_leaks(tiny_set, tmp_path):

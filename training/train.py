@@ -337,7 +337,7 @@ def check_run_folder(out: Path, cfg: TrainConfig, fingerprint: dict) -> None:
     saved = json.loads(cfg_file.read_text())
     old = saved.get("key")
     if old != json.loads(json.dumps(cfg.key())):
-        raise SystemExit(f"{out} holds a run with other settings; use a new --out (or delete it). "
+        raise ValueError(f"{out} holds a run with other settings; use a new --out (or delete it). "
                          f"Differences: {sorted(k for k in cfg.key() if old is None or old.get(k) != cfg.key()[k])}")
     was = saved.get("clips")
     if was and was["sha1"] != fingerprint["sha1"] and any((out / "folds").glob("*.csv")):
