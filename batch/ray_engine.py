@@ -41,9 +41,10 @@ def materialize(blob: dict) -> Path:
     folder = Path(tempfile.gettempdir()) / f"mer-ray-{key}"
     path = folder / "model.safetensors"
     if not path.is_file():
+        from mer.report import atomic_write
         tmp = Path(tempfile.mkdtemp(prefix=f".mer-ray-{key}.", dir=folder.parent))
-        (tmp / "model.safetensors").write_bytes(blob["weights"])
-        (tmp / "model.json").write_text(blob["card"] + "\n", encoding="utf-8")
+        atomic_write(tmp / "model.safetensors", blob["weights"])
+        atomic_write(tmp / "model.json", blob["card"] + "\n")
         try:
             os.rename(tmp, folder)
         except OSError:  # another worker on this node was first

@@ -69,13 +69,13 @@ def find_videos(input_dir: Path, out_dir: Path | None = None) -> list[str]:
 
 
 def precheck(path: Path) -> str | None:
-    """The reason a file cannot be a video, found without starting a worker (same words as
-    mer.video.open_video), or None."""
+    """The reason a file cannot be a video that is found without a worker (missing, empty: the
+    decoder's own check and words), or None."""
+    from mer.decode import VideoError, check_file
     try:
-        if path.stat().st_size == 0:
-            return f"{display_name(path.name)}: empty file (0 bytes)"
-    except OSError:
-        return f"{display_name(path.name)}: no such file"
+        check_file(path)
+    except VideoError as e:
+        return display_name(str(e))
     return None
 
 
