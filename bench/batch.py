@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -151,6 +152,7 @@ def startup_ratio(tmp: Path, photo: Path, checkpoint, device, every, repeat) -> 
 FER_SCRIPT = """
 import json, sys, time
 t0 = time.perf_counter()
+sys.modules["triton"] = None  # torch without triton: loading triton after TensorFlow segfaults (fer needs neither)
 from fer.classes import Video
 from fer.fer import FER
 det = FER(mtcnn=True)
@@ -184,8 +186,8 @@ def fer_ratio(tmp: Path, clip: Path, fer_python: str | None, checkpoint, device,
         ours.append(n / run_batch_cli(folder, tmp / "out-wolf", checkpoint, device, every))
         t = time.perf_counter()
         r = subprocess.run([fer_python, str(script), str(clip), str(tmp / "fer-out")], cwd=tmp, capture_output=True,
-                           text=True, env={"CUDA_VISIBLE_DEVICES": "" if device == "cpu" else "0",
-                                           "TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
+                           text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": "" if device == "cpu" else "0",
+                                           "TF_CPP_MIN_LOG_LEVEL": "2"})
         secs = time.perf_counter() - t
         if r.returncode != 0:
             print(f"\nvs fer: fer failed (exit {r.returncode}): {r.stderr[-600:]}")
