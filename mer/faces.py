@@ -15,7 +15,7 @@ whose bins are computed exactly here), so the boxes are the same (tests/test_cor
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np

@@ -341,3 +341,20 @@ def test_default_checkpoint_is_used_without_flag(tmp_path, media):
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(tmp_path / "o" / "one.mp4.frames.csv")
     assert len(df) == 72 and df["top_class"].notna().all()
+
+
+@pytest.mark.parametrize("name", ["WolfgangLanger_Pexels.mp4", "no_face.mp4"])
+def test_reopened_decoder_gives_the_same_frames(media, name, monkeypatch):
+    """Long videos are read with the decoder reopened every few hundred frames (flat memory,
+    bench/batch.py): the frames and times are exactly those of one uninterrupted read."""
+    import decord
+    from mer import decode
+    monkeypatch.setattr(decode.DecordSource, "REOPEN_FRAMES", 40)
+    with decode.open_source(media / name, chunk_size=64) as src:
+        chunks = list(src.chunks())
+        first = src.info.hidden
+    got = np.concatenate([c.frames for c in chunks])
+    vr = decord.VideoReader(str(media / name), ctx=decord.cpu(0), num_threads=1)
+    ref = vr.get_batch(list(range(first, len(vr)))).asnumpy()
+    assert got.shape == ref.shape and len(got) > 80 and np.array_equal(got, ref)  # reopened at least twice
+    assert np.array_equal(np.concatenate([c.index for c in chunks]), np.arange(len(ref)))
