@@ -16,7 +16,6 @@ the decoded frame count plus extra faces. The motion score and spotting are in m
 from __future__ import annotations
 
 import weakref
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .faces import DetectorConfig, Face, FaceDetector
-from .spotting import INTERVAL_COLUMNS, SpotConfig, smooth, spot
+from .spotting import INTERVAL_COLUMNS, MotionScorer, SpotConfig, recognize, smooth_time, spot
 from .tracking import IoUTracker, TrackerConfig, interpolate
 
 LANDMARK_COLUMNS = ["le_x", "le_y", "re_x", "re_y", "nose_x", "nose_y", "ml_x", "ml_y", "mr_x", "mr_y"]
@@ -108,18 +107,14 @@ def _clean(e: Exception, path: Path) -> str:
     return msg.replace(str(path), path.name)[:200]
 
 
-def _gray(crop: np.ndarray, side: int) -> np.ndarray:
-    g = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(g, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-
-
 def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  name: str | None = None) -> VideoResult:
+                  name: str | None = None, micro_predictor=None) -> VideoResult:
     """Decode, detect, track, classify and spot one video; see the module docstring.
 
     `progress(done_frames, total_frames)` is called after every chunk. `name` is the value of the
-    `video` column (default: the file name)."""
+    `video` column (default: the file name). `micro_predictor` classifies micro intervals from their
+    apex crop (default: the shipped micro-expression model, mer.predict.micro_checkpoint())."""
     s = settings or VideoSettings()
     path = Path(path)
     vr = open_video(path)
@@ -143,9 +138,9 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
     every = max(1, int(s.detect_every))
     chunk = max(every, (max(1, s.chunk_size) // every) * every)
     is_key = lambda i: i % every == 0 or i == n - 1  # noqa: E731
-    ref_frames = max(1, round(s.spotting.ref_s * (fps if fps > 0 else 25)))
     tracker = IoUTracker(s.tracker)
-    history: dict[int, deque] = {}          # face_id -> recent gray crops (the sliding reference)
+    scorer = MotionScorer(s.spotting)       # streaming motion score per face track (mer.spotting)
+    motion: dict[tuple[int, int], float] = {}
     rows: list[tuple] = []                  # (frame, face_id or None, Face or None, detected, motion)
     probs_out: list[np.ndarray] = []
     prev_key: tuple[int, dict[int, Face]] | None = None
@@ -159,11 +154,9 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
                 continue
             for fid, face in faces.items():
                 crop = predictor.crop(frame, face)
-                g = _gray(crop, s.spotting.crop)
-                hist = history.setdefault(fid, deque(maxlen=ref_frames))
-                motion = float(np.abs(g - hist[0]).mean()) if hist else 0.0
-                hist.append(g)
-                rows.append((i, fid, face, detected, motion))
+                for f_id, f_i, score in scorer.push(fid, i, ts[i, 0], frame, face):
+                    motion[(f_i, f_id)] = score
+                rows.append((i, fid, face, detected, np.nan))
                 crops.append(crop)
         if crops:
             probs_out.append(predictor.classify(crops)[0])
@@ -195,9 +188,14 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
         if progress:
             progress(idx[-1] + 1, n)
 
+    for f_id, f_i, score in scorer.flush():
+        motion[(f_i, f_id)] = score
+    rows = [(i, fid, face, det, motion.get((i, fid), np.nan)) for i, fid, face, det, _ in rows]
     probs = np.concatenate(probs_out) if probs_out else np.zeros((0, len(classes)), np.float32)
     frames_df = _frames_table(rows, probs, ts, classes, name or path.name)
-    intervals = _spot_all(frames_df, ts, classes, s.spotting, fps)
+    intervals = _spot_all(frames_df, ts, s.spotting)
+    micro = micro_predictor if micro_predictor is not None else _micro_for(predictor)
+    intervals = recognize(intervals, frames_df, classes, _apex_crops(vr, frames_df, micro), micro)
     info = {"n_frames": n, "fps": round(fps, 6),
             "fps_measured": round((n - 1) / float(ts[-1, 0] - ts[0, 0]), 6) if n > 1 and ts[-1, 0] > ts[0, 0] else round(fps, 6),
             "duration_s": round(duration, 6), "width": int(w), "height": int(h),
@@ -244,18 +242,47 @@ def _frames_table(rows, probs, ts, classes, video_name) -> pd.DataFrame:
     return df
 
 
-def _spot_all(df: pd.DataFrame, ts: np.ndarray, classes, cfg: SpotConfig, fps: float) -> pd.DataFrame:
-    """Smooth the motion column per face in place and spot intervals per face."""
+def _spot_all(df: pd.DataFrame, ts: np.ndarray, cfg: SpotConfig) -> pd.DataFrame:
+    """Smooth the motion column per face in place (real timestamps) and spot intervals per face."""
     out = []
-    window = max(1, round(cfg.smooth_s * (fps if fps > 0 else 25)))
     for fid, g in df[df["face_id"].notna()].groupby("face_id", sort=True):
-        sm = smooth(g["motion"].to_numpy(), window)
-        df.loc[g.index, "motion"] = sm
         fr = g["frame"].to_numpy()
-        out += spot(fr, ts[fr, 0], ts[fr, 1], sm, g[[f"p_{c}" for c in classes]].to_numpy(np.float64),
-                    classes, int(fid), cfg)
+        sm = smooth_time(g["motion"].to_numpy(), ts[fr, 0], cfg.smooth_s)
+        df.loc[g.index, "motion"] = sm
+        out += spot(fr, ts[fr, 0], ts[fr, 1], sm, int(fid), cfg, smoothed=True)
     df["motion"] = df["motion"].round(6)
     return pd.DataFrame(out, columns=INTERVAL_COLUMNS)
+
+
+_micro_models: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _micro_for(predictor):
+    """The shipped micro-expression model (mer.predict.micro_checkpoint()) on the predictor's
+    device, loaded once per predictor; None when it is not installed (micro intervals are then
+    classified like macro ones, by the per-frame model)."""
+    if predictor not in _micro_models:
+        from .predict import Predictor, micro_checkpoint
+        try:
+            _micro_models[predictor] = Predictor(micro_checkpoint(), device=predictor.device)
+        except Exception:  # no micro model shipped: fall back to the per-frame model
+            _micro_models[predictor] = None
+    return _micro_models[predictor]
+
+
+def _apex_crops(vr, frames: pd.DataFrame, micro):
+    """apex_crop(frame, face_id) for recognize: the micro model's aligned crop of that face."""
+    def crop(frame: int, fid: int):
+        if not micro:
+            return None
+        row = frames[(frames["frame"] == frame) & (frames["face_id"] == fid)]
+        if not len(row):
+            return None
+        row = row.iloc[0]
+        face = Face(row[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), float(row["det_prob"]),
+                    row[LANDMARK_COLUMNS].to_numpy(np.float32).reshape(5, 2))
+        return micro.crop(vr[frame].asnumpy(), face)
+    return crop
 
 
 def _thumbnails(vr, result: VideoResult, predictor, k: int) -> list:

@@ -95,8 +95,11 @@ class Event:
 # ---------------------------------------------------------------------------------------------- faces
 
 def load_faces(faces_dir, detector=None, min_px: int = 80) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]:
-    """(image, box, 5 landmarks, name) of every face >= min_px wide in the photos of faces_dir."""
-    paths = sorted(p for p in Path(faces_dir).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    """(image, box, 5 landmarks, name) of every face >= min_px wide in the photos of faces_dir (a
+    folder, or one photo)."""
+    faces_dir = Path(faces_dir)
+    paths = [faces_dir] if faces_dir.is_file() else sorted(
+        p for p in faces_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     det = detector or FaceDetector(device="cpu")
     out = []
     for p in paths:
@@ -378,8 +381,8 @@ def main(argv=None):
         if f.type in ("int", "float", int, float):
             p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     a = p.parse_args(argv)
-    if not Path(a.faces).is_dir():
-        p.error(f"--faces {a.faces}: not a folder")
+    if not Path(a.faces).exists():
+        p.error(f"--faces {a.faces}: no such folder or photo")
     cfg = LongConfig(**{f.name: getattr(a, f.name) for f in fields(LongConfig) if hasattr(a, f.name)})
     if cfg.seconds < 5 or cfg.videos < 1:
         p.error("--seconds must be >= 5 and --videos >= 1")
