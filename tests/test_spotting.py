@@ -169,3 +169,35 @@ def test_megc_scoring_is_per_type():
     assert (res["macro"]["TP"], res["macro"]["n_spotted"], res["macro"]["n_true"]) == (1, 2, 1)
     assert (res["overall"]["TP"], res["overall"]["n_spotted"], res["overall"]["n_true"]) == (1, 2, 2)
     assert matches == [[{"spotted": 1, "truth": 1, "iou": pytest.approx(58 / 61, abs=1e-3)}]]
+
+
+# ------------------------------------------------------------------------------- training.spot
+
+def test_training_spot_end_to_end(clips, analysed, tmp_path):
+    """Two subjects' videos in the synth_long layout; the per-frame tables come from the analyses
+    above through training.spot's cache (the same tables it would compute)."""
+    import json
+    from mer.report import write_csv
+    from training.spot import main
+    ds, out = tmp_path / "ds", tmp_path / "run"
+    (ds / "videos").mkdir(parents=True)
+    (ds / "videos" / "a_000.mp4").symlink_to(clips["micro"])
+    (ds / "videos" / "b_001.mp4").symlink_to(clips["still"])
+    on, off = int(np.floor(MICRO[0] * FPS)) + 1, int(np.ceil(MICRO[1] * FPS)) - 1
+    pd.DataFrame([{"Subject": "a", "Filename": "a_000", "Onset": on, "Apex": (on + off) // 2, "Offset": off,
+                   "Duration": off - on + 1, "Type": "Micro - 1/2", "Action Units": "1+2+5+26",
+                   "Estimated Emotion": "Surprise"}]).to_csv(ds / "truth.csv", index=False)
+    for name, key in (("a_000", "micro"), ("b_001", "still")):
+        write_csv(analysed[key].frames, out / "cache" / f"{name}.frames.csv")
+    assert main(["--dataset", "synth", "--dataset-path", str(ds), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    for t in ("micro", "macro", "overall"):
+        assert {"TP", "n_spotted", "n_true", "precision", "recall", "F1"} <= set(m[t])
+    assert (m["micro"]["n_true"], m["macro"]["n_true"], m["subjects"]) == (1, 0, 2)
+    assert m["defaults"]["micro"]["TP"] == 1 and m["defaults"]["overall"]["n_spotted"] == 1
+    assert len(m["folds"]) == 2 and "GroupKFold" in m["protocol"]
+    assert m["recognition"]["micro"]["n"] == m["micro"]["TP"]
+    iv = pd.read_csv(out / "videos" / "a_000.intervals.csv")
+    assert list(iv.columns[:len(INTERVAL_COLUMNS)]) == INTERVAL_COLUMNS and "tp" in iv.columns
+    assert (out / "videos" / "a_000.truth.csv").is_file() and "| micro |" in (out / "report.md").read_text()
+    assert main(["--dataset", "samm-lv", "--dataset-path", str(tmp_path / "nope"), "--out", str(out)]) == 2
