@@ -137,9 +137,22 @@ def frames_table(v: LongVideo, predictor, settings, cache: Path) -> pd.DataFrame
     return df
 
 
-def spot_table(df: pd.DataFrame, cfg: SpotConfig) -> pd.DataFrame:
-    """Intervals from a frames table's (smoothed) motion column, one face track at a time."""
+def subject_track(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the subject's face: the track seen in the most frames (ties: the larger face).
+    The long-video sets film one subject; other faces (a photo's bystanders) are not scored."""
+    faces = df[df["face_id"].notna()]
+    if faces["face_id"].nunique() <= 1:
+        return faces
+    size = (faces["x2"] - faces["x1"]).groupby(faces["face_id"]).median()
+    best = max(size.index, key=lambda f: (int((faces["face_id"] == f).sum()), float(size[f])))
+    return faces[faces["face_id"] == best]
+
+
+def spot_table(df: pd.DataFrame, cfg: SpotConfig, subject_only: bool = True) -> pd.DataFrame:
+    """Intervals from a frames table's (smoothed) motion column, one face track at a time (only the
+    subject's track when subject_only)."""
     out = []
+    df = subject_track(df) if subject_only else df
     for fid, g in df[df["face_id"].notna()].groupby("face_id", sort=True):
         g = g.sort_values("frame")
         start = g["time_s"].to_numpy(np.float64)
@@ -277,7 +290,7 @@ def run(dataset: str, path: str, out: Path, detect_every: int = 2, folds: int = 
                               "params": {g: getattr(cfg, g) for g in GRID}, "train_overall_F1": f1})
         protocol = f"GroupKFold({k}) by subject: parameters {list(GRID)} chosen on the other subjects' videos"
     else:
-        spotted = [spot_table(t, base) for t in tables]
+        spotted = [spot_table(t, base, subject_only=has_truth) for t in tables]
         protocol = ("defaults (mer.spotting.SpotConfig); no cross-validation: "
                     + ("no truth" if not has_truth else "a single subject"))
     spotted = [recognize_video(iv, t, v, predictor.classes, micro) for iv, t, v in zip(spotted, tables, videos)]

@@ -128,7 +128,7 @@ def place_face(img, box, lm, cfg: LongConfig, rng) -> tuple[np.ndarray, np.ndarr
     ty = cfg.height / 2 + rng.uniform(-0.05, 0.05) * cfg.height - s * cy
     m = np.float32([[s, 0, tx], [0, s, ty]])
     base = cv2.warpAffine(np.ascontiguousarray(img), m, (cfg.width, cfg.height),
-                          flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+                          flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     base = base.astype(np.float32)
     base = 255 * (base / 255) ** rng.uniform(0.8, 1.25)
     base = (base - base.mean()) * rng.uniform(0.85, 1.15) + base.mean()
@@ -274,9 +274,9 @@ class Renderer:
         if fx is not None:
             img = img.copy()
             img[self.y0:self.y0 + self.h, self.x0:self.x0 + self.w] = cv2.remap(
-                self.base, self.gx - fx, self.gy - fy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+                self.base, self.gx - fx, self.gy - fy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         img = cv2.warpAffine(img, self.pose(t), (self.cfg.width, self.cfg.height), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REFLECT)
+                             borderMode=cv2.BORDER_REPLICATE)
         amp, period, ph, grad = self.light
         gain = 1 + amp * math.sin(2 * math.pi * t / period + ph)
         img = img * gain + (grad * math.sin(2 * math.pi * t / (1.7 * period))) * self.ramp
