@@ -166,7 +166,7 @@ class MotionScorer:
         refs = [r for r in (self._ref(times, i, ti - k, final), self._ref(times, i, ti + k, final))
                 if r is not None and r != i]
         if not refs:
-            return float("nan")
+            return 0.0  # no reference far enough away (a track under min_ref_s): no measurable motion
         gi = tr["g"][i]
         m = self.mask(tr["eyes"][i])
         ni = self._norm(gi)
