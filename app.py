@@ -182,7 +182,7 @@ class Workdir:
 # ---------------------------------------------------------------- the app
 
 def build_app(model: Model, settings: AppSettings) -> gr.Blocks:
-    from mer.encode import write_preview
+    from mer.encode import PreviewWriter
     from mer.report import timeline_figure, write_csv
     from mer.video import VideoError, VideoSettings, analyze_video, open_video
     work = Workdir()
@@ -237,17 +237,17 @@ def build_app(model: Model, settings: AppSettings) -> gr.Blocks:
         del vr
         vs = VideoSettings(detect_every=settings.detect_every, max_duration_s=settings.max_video_s)
         progress(0, desc="decoding")
+        out = work.new()
+        preview = out / f"{path.stem}.preview.mp4"  # written during the analysis (one decode)
         try:
-            res = analyze_video(path, m.predictor, vs,
+            res = analyze_video(path, m.predictor, vs, preview=PreviewWriter(preview, settings.preview_side),
                                 progress=lambda d, t: progress((d, t), desc="analysing", unit="frames"))
         except VideoError as e:
             msg = str(e).replace(f"limit of {settings.max_video_s:g} s",
                                  f"limit of {settings.max_video_s:g} s (MER_MAX_VIDEO_S)")
             raise gr.Error(f"Cannot analyse this clip: {msg}") from None
-        progress(1.0, desc="writing preview")
-        out = work.new()
+        progress(1.0, desc="writing the CSV")
         csv = write_csv(res.frames, out / f"{path.stem}.frames.csv")
-        preview = write_preview(path, res, out / f"{path.stem}.preview.mp4", settings.preview_side)
         info = res.info
         notes = []
         if info["n_faces"] == 0:
