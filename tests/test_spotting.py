@@ -201,3 +201,31 @@ def test_training_spot_end_to_end(clips, analysed, tmp_path):
     assert list(iv.columns[:len(INTERVAL_COLUMNS)]) == INTERVAL_COLUMNS and "tp" in iv.columns
     assert (out / "videos" / "a_000.truth.csv").is_file() and "| micro |" in (out / "report.md").read_text()
     assert main(["--dataset", "samm-lv", "--dataset-path", str(tmp_path / "nope"), "--out", str(out)]) == 2
+
+
+def test_training_spot_on_a_casme2_frame_folder(clips, tmp_path):
+    """The frame-folder path (CAS(ME)^2 layout, 30 fps): the micro clip's frames as img<N>.jpg."""
+    import json
+    import cv2
+    import decord
+    import openpyxl
+    from training.spot import main
+    root = tmp_path / "casme"
+    d = root / "rawpic" / "s15" / "15_0101disgustingteeth"
+    d.mkdir(parents=True)
+    vr = decord.VideoReader(str(clips["micro"]))
+    for i in range(len(vr)):
+        cv2.imwrite(str(d / f"img{i + 1}.jpg"), cv2.cvtColor(vr[i].asnumpy(), cv2.COLOR_RGB2BGR))
+    on, off = int(np.floor(MICRO[0] * FPS)) + 1, int(np.ceil(MICRO[1] * FPS)) - 1
+    wb = openpyxl.Workbook()
+    wb.active.append([1, "disgust1_1", on + 1, (on + off) // 2 + 1, off + 1, "1+2+5+26", "surprise", "micro-expression"])
+    wb.create_sheet("subjects").append(["x", 15, 1])
+    wb.create_sheet("videos").append(["0101", "disgust1"])
+    wb.save(root / "CAS(ME)^2code_final.xlsx")
+    out = tmp_path / "run"
+    assert main(["--dataset", "casme2-lv", "--dataset-path", str(root), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["subjects"] == 1 and "no cross-validation" in m["protocol"]
+    assert (m["micro"]["TP"], m["micro"]["n_true"], m["overall"]["n_spotted"]) == (1, 1, 1)
+    cached = pd.read_csv(out / "cache" / "15_0101disgustingteeth.frames.csv")
+    assert len(cached) == len(vr) and cached["motion"].notna().sum() > 100
