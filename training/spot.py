@@ -258,7 +258,7 @@ def load_videos(dataset: str, path: str) -> list[LongVideo]:
 
 
 def run(dataset: str, path: str, out: Path, detect_every: int = 2, folds: int = 5, device: str = "cpu",
-        max_videos: int | None = None) -> dict:
+        max_videos: int | None = None, command: str = "") -> dict:
     from mer.predict import Predictor, micro_checkpoint
     from mer.video import VideoSettings
     from sklearn.model_selection import GroupKFold
@@ -301,7 +301,7 @@ def run(dataset: str, path: str, out: Path, detect_every: int = 2, folds: int = 
     rec = recognition(spotted, videos, matches) if has_truth else {}
     strs = {t: (round(res[t]["F1"] * rec[t]["recognition_F1"], 4) if rec.get(t, {}).get("recognition_F1") is not None
                 else None) for t in (*TYPES, "overall")} if rec else {}
-    metrics = {"dataset": dataset, "dataset_path": str(path), "videos": len(videos), "subjects": n_groups,
+    metrics = {"command": command, "dataset": dataset, "dataset_path": str(path), "videos": len(videos), "subjects": n_groups,
                "minutes": round(minutes, 3), "protocol": protocol, "rule": "MEGC: IoU >= 0.5 with a truth of the same type, each truth matched once",
                **{t: res[t] for t in (*TYPES, "overall")}, "defaults": defaults, "folds": fold_info,
                "intervals_per_minute": per_min, "recognition": rec, "STRS": strs,
@@ -327,8 +327,11 @@ def report_md(m: dict) -> str:
     head = "| | TP | spotted | true | precision | recall | F1 |\n|---|---|---|---|---|---|---|\n"
     row = lambda name, r: f"| {name} | {r['TP']} | {r['n_spotted']} | {r['n_true']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['F1']:.3f} |\n"  # noqa: E731
     s = [f"# Spotting: {m['dataset']} ({m['videos']} videos, {m['subjects']} subjects, {m['minutes']:.1f} min)\n\n",
-         f"Command: `python -m training.spot {' '.join(sys.argv[1:])}`\n\n",
-         f"Rule: {m['rule']}. Protocol: {m['protocol']}.\n\n## Cross-validated parameters\n\n", head]
+         f"Command: `{m.get('command', '')}`\n\n",
+         f"Rule: {m['rule']}. Protocol: {m['protocol']}.\n\n"]
+    if not m["overall"]["n_true"]:  # no truth: what was spotted, per minute
+        return "".join(s) + f"No truth: intervals per minute {m['intervals_per_minute']} (shipped defaults).\n"
+    s += ["## Cross-validated parameters\n\n", head]
     s += [row(t, m[t]) for t in ("micro", "macro", "overall")]
     s += ["\n## Shipped defaults (no tuning)\n\n", head] + [row(t, m["defaults"][t]) for t in ("micro", "macro", "overall")]
     s.append(f"\nIntervals per minute: {m['intervals_per_minute']}\n")
@@ -354,7 +357,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        m = run(a.dataset, a.dataset_path, Path(a.out), a.detect_every, a.folds, a.device, a.max_videos)
+        cmd = "python -m training.spot " + " ".join(sys.argv[1:] if argv is None else argv)
+        m = run(a.dataset, a.dataset_path, Path(a.out), a.detect_every, a.folds, a.device, a.max_videos, cmd)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
