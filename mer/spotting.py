@@ -4,6 +4,8 @@ Score (`MotionScorer`, streaming, memory flat in video length). For each face, e
 aligned face crop (gray, `crop` px, blurred) is compared with the crops `window_s` seconds before
 and after it, found by the frames' real timestamps (right on variable frame rate video):
 
+0. the crop is cut from the face's box and landmarks smoothed by a running median over
+   `geometry_s` (a bad detection does not throw it);
 1. each reference crop is registered onto frame t (OpenCV ECC, affine, on the face ellipse), so
    head translation, rotation, scale and detection jitter do not count as movement;
 2. crops are normalised (mean/std over the face ellipse), so lighting drift does not count;
@@ -22,7 +24,8 @@ Spotting (`spot`), per track: the score is smoothed over `smooth_s` seconds (rea
 the threshold is relative to the track's own noise, median + c * 1.4826 * MAD (robust), never
 less than median + `min_rise`, so a still or merely talking face yields nothing; runs above it
 (merged across gaps under `merge_s`) are cut down around their peak to where the score stays at
-or above `rel` x peak, padded by `pad_s` on both sides; the duration from the real timestamps
+or above `rel` x peak (a core shorter than `min_s` is a blip, dropped), padded by `pad_s` on
+both sides; the duration from the real timestamps
 gives the type: up to `micro_max_s` (0.5 s) a micro-expression, up to `macro_max_s` a
 macro-expression, longer runs are dropped. `score` is the apex's robust z-score
 (peak - median) / (1.4826 MAD).
@@ -46,20 +49,23 @@ TYPES = ("micro", "macro")
 
 @dataclass
 class SpotConfig:
+    """Defaults: c, rel, pad_s and min_s as chosen by training.spot's subject-grouped cross-validation
+    on 4 generated 60-s videos (training.synth_long --seed 7; docs/spotting.md)."""
     window_s: float = 4.0       # references: the crops this many seconds before and after
     min_ref_s: float = 0.75     # near a track's ends: its first/last frame, if at least this far
+    geometry_s: float = 0.3     # crop from the median face box/landmarks of the last this-many seconds
     crop: int = 96              # side of the gray aligned crop the score uses
     margin: float = 0.1         # crop margin around the face box (fraction of the box)
     block: int = 8              # block side (px) for local differences
     top: float = 0.15           # fraction of blocks (the most changed) averaged
     eye_mask: bool = True       # leave the eyes out (blinks)
     smooth_s: float = 0.1       # moving average before thresholding
-    c: float = 6.0              # threshold = median + c * 1.4826 * MAD
+    c: float = 4.0              # threshold = median + c * 1.4826 * MAD
     min_rise: float = 0.03      # ... and at least median + min_rise
-    rel: float = 0.3            # an interval is where the score stays >= rel * its peak
-    pad_s: float = 0.03         # widen each interval by this much on both sides
+    rel: float = 0.2            # an interval is where the score stays >= rel * its peak
+    pad_s: float = 0.1          # widen each interval by this much on both sides
     merge_s: float = 0.1        # runs closer than this are one interval
-    min_s: float = 0.06         # shorter intervals are noise
+    min_s: float = 0.06         # shorter cores (before padding) are noise
     micro_max_s: float = 0.5    # longest micro-expression
     macro_max_s: float = 4.0    # longest macro-expression (longer runs are dropped)
 
@@ -85,8 +91,21 @@ class MotionScorer:
         self._face8 = (self.face > 0).astype(np.uint8)
         self._crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-3)
         self.tracks: dict[int, dict] = {}
+        self._geometry: dict[int, list] = {}
 
     # -- inputs
+    def steady(self, face_id: int, t: float, face):
+        """The face with box and landmarks replaced by their medians over the track's last
+        `geometry_s` seconds: one bad detection (a keyframe's box too small, landmarks off) does
+        not throw the crop; what lag is left, the registration absorbs."""
+        from .faces import Face
+        hist = self._geometry.setdefault(int(face_id), [])
+        hist.append((float(t), np.r_[np.asarray(face.box, np.float64), np.asarray(face.landmarks, np.float64).ravel()]))
+        while hist and hist[0][0] < t - self.config.geometry_s:
+            hist.pop(0)
+        m = np.median(np.stack([g for _, g in hist]), axis=0)
+        return Face(m[:4].astype(np.float32), face.prob, m[4:].reshape(5, 2).astype(np.float32))
+
     def prepare(self, image: np.ndarray, face) -> tuple[np.ndarray, np.ndarray | None]:
         """Aligned gray crop (float32, blurred) and the eye centres in crop pixels."""
         from .faces import align_matrix
@@ -115,7 +134,7 @@ class MotionScorer:
     def push(self, face_id: int, frame: int, t: float, image: np.ndarray | None = None, face=None,
              crop: np.ndarray | None = None, eyes=None) -> list[tuple[int, int, float]]:
         if crop is None:
-            g, eyes = self.prepare(image, face)
+            g, eyes = self.prepare(image, self.steady(face_id, t, face) if self.config.geometry_s > 0 else face)
         else:
             g = self._gray(crop)
         tr = self.tracks.setdefault(int(face_id), {"t": [], "f": [], "g": [], "eyes": [], "next": 0})
@@ -130,6 +149,7 @@ class MotionScorer:
         for fid in list(self.tracks):
             out += self._drain(fid, final=True)
             del self.tracks[fid]
+        self._geometry.clear()
         return out
 
     def _drain(self, fid: int, final: bool) -> list[tuple[int, int, float]]:
@@ -253,13 +273,15 @@ def spot(frames: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, score: np.n
             lo -= 1
         while hi < b and score[hi + 1] >= cut:
             hi += 1
+        if float(end_s[hi] - start_s[lo]) < c.min_s - 1e-9:
+            continue  # a blip: shorter than any expression before padding
         t0, t1 = start_s[lo] - c.pad_s, end_s[hi] + c.pad_s
         while lo > 0 and start_s[lo - 1] >= t0 - 1e-9:
             lo -= 1
         while hi < n - 1 and end_s[hi + 1] <= t1 + 1e-9:
             hi += 1
         dur = float(end_s[hi] - start_s[lo])
-        if dur < c.min_s - 1e-9 or dur > c.macro_max_s + 1e-9:
+        if dur > c.macro_max_s + 1e-9:
             continue
         kind = "micro" if dur <= c.micro_max_s + 1e-9 else "macro"
         z = (score[apex] - med) / sigma if sigma > 0 else float("inf")

@@ -41,7 +41,8 @@ from .datasets.longvideo import LongVideo, read_long
 
 log = logging.getLogger("training.spot")
 
-GRID = {"c": [3.0, 4.0, 5.0, 6.0, 8.0], "rel": [0.2, 0.3, 0.5], "pad_s": [0.0, 0.05, 0.1, 0.15]}
+GRID = {"c": [3.0, 4.0, 5.0, 6.0, 8.0], "rel": [0.2, 0.3, 0.5], "pad_s": [0.0, 0.05, 0.1, 0.15, 0.2],
+        "min_s": [0.06, 0.1, 0.15]}
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 EMOTION_KEYS = {"happy": "happiness", "angry": "anger", "sad": "sadness", "surprised": "surprise",
                 "disgusted": "disgust", "fearful": "fear", "positive": "happiness"}
@@ -138,13 +139,15 @@ def frames_table(v: LongVideo, predictor, settings, cache: Path) -> pd.DataFrame
 
 
 def subject_track(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the subject's face: the track seen in the most frames (ties: the larger face).
-    The long-video sets film one subject; other faces (a photo's bystanders) are not scored."""
+    """The rows of the subject's face: the track seen in the most frames (tracks within 5 % of the
+    longest tie; among them the most confidently detected: a bystander cut by the frame's edge
+    scores lower). The long-video sets film one subject; other faces are not scored."""
     faces = df[df["face_id"].notna()]
     if faces["face_id"].nunique() <= 1:
         return faces
-    size = (faces["x2"] - faces["x1"]).groupby(faces["face_id"]).median()
-    best = max(size.index, key=lambda f: (int((faces["face_id"] == f).sum()), float(size[f])))
+    g = faces.groupby("face_id")
+    n, prob = g.size(), g["det_prob"].median()
+    best = max(n.index[n >= 0.95 * n.max()], key=lambda f: float(prob[f]))
     return faces[faces["face_id"] == best]
 
 
