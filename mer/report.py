@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-import cv2
-import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas, OpenCV and Plotly load on first use: atomic_write stays a light import
+    import numpy as np
+    import pandas as pd
+    import plotly.graph_objects as go
 
 SUMMARY_COLUMNS = ["video", "status", "error", "duration_s", "frames", "fps", "faces", "dominant_class",
                    "intervals", "seconds", "report"]
@@ -80,6 +81,7 @@ def escape_cell(v):
 def write_csv(df: pd.DataFrame, path: str | Path, **to_csv) -> Path:
     """Atomic CSV (UTF-8, '\\n' line ends, empty cells for missing values, no index), text cells and
     column names escaped (escape_cell). The one CSV writer: extra keywords go to DataFrame.to_csv."""
+    import pandas as pd
     out = df.copy()
     for c in out.columns:
         if out[c].dtype == object or pd.api.types.is_string_dtype(out[c].dtype):
@@ -114,6 +116,9 @@ def write_plotly_js(out_dir: str | Path) -> Path:
 def timeline_figure(result, max_faces: int = 4, max_points: int = 4000) -> go.Figure:
     """Stacked class probabilities per face (spotted intervals shaded), then face count,
     detection probability and motion score tracks, all against time in seconds."""
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
     df, classes = result.frames, list(result.classes)
     faces = df[df["face_id"].notna()]
     ids = [int(i) for i in faces["face_id"].value_counts().sort_index().index][:max_faces]
@@ -153,6 +158,7 @@ def timeline_figure(result, max_faces: int = 4, max_points: int = 4000) -> go.Fi
 
 
 def _png_b64(rgb: np.ndarray) -> str:
+    import cv2
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     return base64.b64encode(buf.tobytes()).decode("ascii")
 
@@ -167,6 +173,7 @@ STYLE = ("<style>body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
 
 
 def video_html(result, plotlyjs: bool | str = True) -> str:
+    import pandas as pd
     info = result.info
     title = html.escape(Path(result.path).name)
     meta = pd.DataFrame([{k: info.get(k) for k in ("n_frames", "fps", "duration_s", "width", "height",
@@ -202,6 +209,7 @@ def write_index(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
 
     `seconds` (time taken) is the only non-deterministic value; in index.html it sits in cells of
     class "secs"."""
+    import pandas as pd
     out_dir = Path(out_dir)
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     for c in ("frames", "faces", "intervals"):

@@ -154,6 +154,7 @@ class Track:
         ready = []
         for f in frames:
             if f.detections is None:
+                f.image = f.image.copy()  # a waiting frame must not keep its whole chunk alive
                 self.pending.append(f)
                 continue
             cur = dict(zip(self.tracker.update(f.detections), f.detections))
@@ -455,9 +456,11 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             if preview is not None:
                 preview.open(info.width, info.height, info.fps)
             done = 0
-            for chunk in src.chunks():
+            chunks = src.chunks()
+            while (chunk := next(chunks, None)) is not None:
                 finish(track(detect(frame_records(chunk))))
                 done = int(chunk.index[-1]) + 1
+                del chunk  # not alive while the next one decodes: memory is one chunk
                 if progress:
                     progress(done, info.n_frames)
             finish(track.flush())
