@@ -186,7 +186,7 @@ def test_real_clip_csv_rows_equal_decoded_frames(client, media):
     df = pd.read_csv(csv)
     assert len(df) == n == df["frame"].nunique() and df["face_id"].notna().all()
     assert f"**{n} frames**" in summary and "1 face track" in summary
-    assert list(iv["headers"])[:4] == ["face_id", "onset_frame", "apex_frame", "offset_frame"]
+    assert list(iv["headers"])[:5] == ["face_id", "type", "onset_frame", "apex_frame", "offset_frame"]
     assert plot["type"] == "plotly" and "face 0" in plot["plot"]
     pv = decord.VideoReader(preview)
     assert len(pv) == n
