@@ -325,11 +325,6 @@ def recognize(intervals: pd.DataFrame, frames: pd.DataFrame, classes: list[str],
     return out
 
 
-def intervals_frame(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=INTERVAL_COLUMNS)
-    return df.sort_values(["face_id", "onset_s"], kind="stable").reset_index(drop=True) if len(df) else df
-
-
 # ----------------------------------------------------------------------------------- evaluation
 
 def iou(a0: float, a1: float, b0: float, b1: float) -> float:

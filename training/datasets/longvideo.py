@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .base import as_int, as_text, blank, image_files, natural_key, norm_col, read_sheet, subdirs
+from .base import as_int, as_text, blank, image_files, natural_key, read_sheet, subdirs
 
 log = logging.getLogger(__name__)
 
