@@ -41,8 +41,8 @@ from .datasets.longvideo import LongVideo, read_long
 
 log = logging.getLogger("training.spot")
 
-GRID = {"c": [3.0, 4.0, 5.0, 6.0, 8.0], "rel": [0.2, 0.3, 0.5], "pad_s": [0.0, 0.05, 0.1, 0.15, 0.2],
-        "min_s": [0.06, 0.1, 0.15]}
+GRID = {"c": [2.0, 2.5, 3.0, 4.0, 5.0], "min_rise": [0.01, 0.02, 0.03], "rel": [0.2, 0.3, 0.5],
+        "pad_s": [0.05, 0.1, 0.15], "merge_s": [0.1, 0.2, 0.3], "min_s": [0.06, 0.1]}
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 EMOTION_KEYS = {"happy": "happiness", "angry": "anger", "sad": "sadness", "surprised": "surprise",
                 "disgusted": "disgust", "fearful": "fear", "positive": "happiness"}
@@ -138,17 +138,35 @@ def frames_table(v: LongVideo, predictor, settings, cache: Path) -> pd.DataFrame
     return df
 
 
-def subject_track(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the subject's face: the track seen in the most frames (tracks within 5 % of the
-    longest tie; among them the most confidently detected: a bystander cut by the frame's edge
-    scores lower). The long-video sets film one subject; other faces are not scored."""
+def subject_track(df: pd.DataFrame, size: tuple[int, int] | None = None) -> pd.DataFrame:
+    """The rows of the subject's face. The long-video sets film one subject, framed in the middle;
+    other faces (a bystander, a face in a picture behind) are not scored. Among the tracks seen in
+    at least 95 % of the longest track's frames: the one whose median box centre is nearest to the
+    centre of the frame (size = (width, height)); without a size, the most confidently detected."""
     faces = df[df["face_id"].notna()]
     if faces["face_id"].nunique() <= 1:
         return faces
     g = faces.groupby("face_id")
-    n, prob = g.size(), g["det_prob"].median()
-    best = max(n.index[n >= 0.95 * n.max()], key=lambda f: float(prob[f]))
+    n = g.size()
+    long = n.index[n >= 0.95 * n.max()]
+    if size is not None:
+        cx, cy = (g["x1"].median() + g["x2"].median()) / 2, (g["y1"].median() + g["y2"].median()) / 2
+        off = ((cx / size[0] - 0.5) ** 2 + (cy / size[1] - 0.5) ** 2)
+        best = min(long, key=lambda f: float(off[f]))
+    else:
+        prob = g["det_prob"].median()
+        best = max(long, key=lambda f: float(prob[f]))
     return faces[faces["face_id"] == best]
+
+
+def frame_size(v: LongVideo) -> tuple[int, int] | None:
+    """(width, height) of the video's frames (its first frame, decoded), None if unreadable."""
+    try:
+        img = apex_reader(v)(0)
+    except Exception as e:  # noqa: BLE001 - a size is a preference for choosing the subject, not a need
+        log.warning("%s: frame size unknown (%s); subject = most confident face", v.name, e)
+        return None
+    return int(img.shape[1]), int(img.shape[0])
 
 
 def spot_table(df: pd.DataFrame, cfg: SpotConfig, subject_only: bool = True) -> pd.DataFrame:
@@ -277,12 +295,14 @@ def run(dataset: str, path: str, out: Path, detect_every: int = 2, folds: int = 
     except Exception as e:  # no micro model: micro intervals get the per-frame model's class
         log.warning("micro-expression model not available (%s); micro intervals use the per-frame model", e)
         micro = None
-    tables = [frames_table(v, predictor, settings, out / "cache") for v in videos]
+    tables = all_tables = [frames_table(v, predictor, settings, out / "cache") for v in videos]
+    has_truth = any(v.expressions for v in videos)
+    if has_truth:  # only the subject's face is scored against the truth
+        tables = [subject_track(t, frame_size(v)) for t, v in zip(tables, videos)]
     groups = [v.group for v in videos]
     n_groups = len(set(groups))
     spotted: list = [None] * len(videos)
     fold_info = []
-    has_truth = any(v.expressions for v in videos)
     if has_truth and n_groups >= 2:
         k = min(folds, n_groups)
         for f, (tr, te) in enumerate(GroupKFold(n_splits=k).split(videos, groups=groups)):
@@ -299,7 +319,7 @@ def run(dataset: str, path: str, out: Path, detect_every: int = 2, folds: int = 
     spotted = [recognize_video(iv, t, v, predictor.classes, micro) for iv, t, v in zip(spotted, tables, videos)]
     res, matches = evaluate(spotted, videos)
     defaults, _ = evaluate([spot_table(t, base) for t in tables], videos)
-    minutes = sum(float(t["time_s"].max() - t["time_s"].min()) for t in tables) / 60 or float("nan")
+    minutes = sum(float(t["time_s"].max() - t["time_s"].min()) for t in all_tables) / 60 or float("nan")
     per_min = {t: round(sum(int((iv["type"] == t).sum()) for iv in spotted) / minutes, 3) for t in TYPES}
     rec = recognition(spotted, videos, matches) if has_truth else {}
     strs = {t: (round(res[t]["F1"] * rec[t]["recognition_F1"], 4) if rec.get(t, {}).get("recognition_F1") is not None
