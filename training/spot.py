@@ -1,13 +1,15 @@
 """Spotting evaluation on long videos, MEGC style:
-`python -m training.spot --dataset synth|samm-lv|casme2-lv|video --dataset-path P --out runs/NAME`.
+`python -m training.spot --dataset synth|samm-lv|casme2-lv|video --dataset-path P [P ...] --out runs/NAME`.
 
 1. Every video goes through mer's pipeline once (mer.video.analyze_video for video files; the same
    detector, scorer and per-frame model over the frames of SAMM-LV / CAS(ME)^2 folders). The
    per-frame table (motion score, class probabilities) is cached in OUT/cache, so a rerun resumes.
-2. Spotting parameters (threshold c, cut level rel, padding pad_s) are chosen by subject-grouped
-   cross-validation (sklearn GroupKFold): for each fold, the grid point with the best overall F1 on
-   the other subjects' videos spots the fold's videos. No video is spotted with parameters chosen on
-   it. The shipped defaults (mer.spotting.SpotConfig) are scored too, as they are.
+2. Spotting parameters (threshold c and min_rise, cut level rel, padding pad_s, bridging merge_s,
+   shortest core min_s) are chosen by subject-grouped cross-validation (sklearn GroupKFold): for
+   each fold, the grid point with the best overall F1 on the other subjects' videos spots the
+   fold's videos. No video is spotted with parameters chosen on it. The shipped defaults
+   (mer.spotting.SpotConfig) are scored too, as they are. With truth, only the subject's face is
+   scored: the long track nearest the centre of the frame.
 3. MEGC rule: a spotted interval is a true positive when its IoU with a truth interval of the same
    type is >= 0.5, each truth matched at most once; counts are summed over all videos, for micro,
    macro and overall (both types together).
@@ -278,13 +280,24 @@ def load_videos(dataset: str, path: str) -> list[LongVideo]:
     return read_long(dataset, path)
 
 
-def run(dataset: str, path: str, out: Path, detect_every: int = 2, folds: int = 5, device: str = "cpu",
+def load_all(dataset: str, paths) -> list[LongVideo]:
+    """The videos of one or more dataset folders (e.g. two generated sets); names must be unique,
+    as the per-frame cache is keyed by name."""
+    videos = [v for p in ([paths] if isinstance(paths, (str, Path)) else paths) for v in load_videos(dataset, p)]
+    names = [v.name for v in videos]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"video names occur twice across the dataset paths: {', '.join(dup[:5])}")
+    return videos
+
+
+def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, device: str = "cpu",
         max_videos: int | None = None, command: str = "") -> dict:
     from mer.predict import Predictor, micro_checkpoint
     from mer.video import VideoSettings
     from sklearn.model_selection import GroupKFold
     out = Path(out)
-    videos = load_videos(dataset, path)[:max_videos or None]
+    videos = load_all(dataset, path)[:max_videos or None]
     if not videos:
         raise ValueError(f"no videos found for {dataset} at {path}")
     base = SpotConfig()
@@ -324,7 +337,7 @@ def run(dataset: str, path: str, out: Path, detect_every: int = 2, folds: int = 
     rec = recognition(spotted, videos, matches) if has_truth else {}
     strs = {t: (round(res[t]["F1"] * rec[t]["recognition_F1"], 4) if rec.get(t, {}).get("recognition_F1") is not None
                 else None) for t in (*TYPES, "overall")} if rec else {}
-    metrics = {"command": command, "dataset": dataset, "dataset_path": str(path), "videos": len(videos), "subjects": n_groups,
+    metrics = {"command": command, "dataset": dataset, "dataset_path": str(path) if isinstance(path, (str, Path)) else " ".join(map(str, path)), "videos": len(videos), "subjects": n_groups,
                "minutes": round(minutes, 3), "protocol": protocol, "rule": "MEGC: IoU >= 0.5 with a truth of the same type, each truth matched once",
                **{t: res[t] for t in (*TYPES, "overall")}, "defaults": defaults, "folds": fold_info,
                "intervals_per_minute": per_min, "recognition": rec, "STRS": strs,
@@ -371,7 +384,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.spot", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, choices=["synth", "samm-lv", "casme2-lv", "video"])
-    p.add_argument("--dataset-path", required=True)
+    p.add_argument("--dataset-path", required=True, nargs="+", help="one or more folders (or a video file)")
     p.add_argument("--out", required=True)
     p.add_argument("--detect-every", type=int, default=2, help="MTCNN every N frames, interpolated between")
     p.add_argument("--folds", type=int, default=5, help="GroupKFold splits (at most the number of subjects)")
