@@ -254,3 +254,17 @@ def test_training_spot_on_a_casme2_frame_folder(clips, tmp_path):
     assert (m["micro"]["TP"], m["micro"]["n_true"], m["overall"]["n_spotted"]) == (1, 1, 1)
     cached = pd.read_csv(out / "cache" / "15_0101disgustingteeth.frames.csv")
     assert len(cached) == len(vr) and cached["motion"].notna().sum() > 100
+
+
+def test_training_spot_takes_several_dataset_folders_with_unique_names(tmp_path, capsys):
+    from training.spot import load_all, main
+    for d, name in (("a", "s01_000"), ("b", "s02_000"), ("c", "s01_000")):
+        (tmp_path / d / "videos").mkdir(parents=True)
+        (tmp_path / d / "videos" / f"{name}.mp4").write_bytes(b"")   # never decoded here
+        pd.DataFrame([{"Subject": name[:3], "Filename": name, "Onset": 10, "Apex": 12, "Offset": 15,
+                       "Type": "Micro - 1/2"}]).to_csv(tmp_path / d / "truth.csv", index=False)
+    vs = load_all("synth", [tmp_path / "a", tmp_path / "b"])
+    assert [(v.name, v.group, len(v.expressions)) for v in vs] == [("s01_000", "synth/s01", 1), ("s02_000", "synth/s02", 1)]
+    assert main(["--dataset", "synth", "--dataset-path", str(tmp_path / "a"), str(tmp_path / "c"),
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "s01_000" in capsys.readouterr().err and not (tmp_path / "run" / "metrics.json").exists()
