@@ -36,7 +36,7 @@ class LiveConfig:
     max_side: int = 960          # larger incoming frames are downscaled first
     ref_s: float = 0.2           # motion: the same face this many seconds earlier
     window_s: float = 2.0        # rolling motion score: mean over this many seconds
-    max_gap_s: float = 2.0       # a longer pause between frames restarts the tracks
+    max_gap_s: float = 10.0      # a longer pause between frames restarts the tracks
     crop: int = 64               # grayscale crop side for the motion score
     tracker: TrackerConfig = field(default_factory=lambda: TrackerConfig(max_missed=5))
 
