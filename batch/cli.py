@@ -30,7 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("input_dir", type=Path, help="folder searched recursively for mp4/mov/avi/mkv/webm")
     ap.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     ap.add_argument("--checkpoint", type=Path, default=None,
-                    help="model checkpoint (.safetensors); default: the shipped mer/weights/default.safetensors")
+                    help="model checkpoint (.safetensors); default: the shipped mer/weights/fer2013_mini_xception.safetensors")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--detect-every", type=int, default=1, metavar="N",
                     help="run face detection every N frames, track in between (default 1)")

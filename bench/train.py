@@ -4,7 +4,7 @@
 
 Runs the real training loop (training.train.fit: augmentation, Adam, cross-entropy; AMP on CUDA)
 on random uint8 crops and prints training samples/s for the original seed_cbam (256x256) and the
-shipped default (mer/weights/default.json: mernet_cbam, 64x64), and their ratio; on every device asked for that is present.
+shipped micro model (mer/weights/micro_synth.json: mernet_cbam, 64x64), and their ratio; on every device asked for that is present.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.train import Normalizer, TrainConfig, fit  # noqa: E402
 
-DEFAULT_CARD = json.loads((Path(__file__).resolve().parents[1] / "mer" / "weights" / "default.json").read_text())
-MODELS = [("seed_cbam", 256), (DEFAULT_CARD["arch"], DEFAULT_CARD["input_size"][0])]  # the original vs the shipped default
+DEFAULT_CARD = json.loads((Path(__file__).resolve().parents[1] / "mer" / "weights" / "micro_synth.json").read_text())
+MODELS = [("seed_cbam", 256), (DEFAULT_CARD["arch"], DEFAULT_CARD["input_size"][0])]  # the original vs the shipped micro model
 
 
 def samples_per_s(arch: str, size: int, device: torch.device, n: int, epochs: int) -> float:

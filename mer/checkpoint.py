@@ -40,11 +40,14 @@ class ModelCard:
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     in_chans: int = 3
+    crop_margin: float = 0.15  # face crop padding, a fraction of the face box per side (align_crop)
     trained_on: str = "unknown"
     protocol: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     training_command: str = ""
     notes: str = ""
+    source: str = ""    # where the weights come from (for converted, published weights)
+    license: str = ""   # the weights' license(s)
     versions: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -94,7 +97,8 @@ class ModelCard:
 
     def summary(self) -> str:
         m = self.metrics or {}
-        scores = ", ".join(f"{k} {v:.3f}" for k, v in m.items() if isinstance(v, (int, float)))
+        scores = ", ".join(f"{k} {v:.3g}" for k, v in m.items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool))
         return (f"{self.arch} | classes: {', '.join(self.classes)} | input {self.input_size[0]}x"
                 f"{self.input_size[1]} {self.input_mode} | trained on: {self.trained_on}"
                 + (f" | {self.protocol}: {scores}" if scores else ""))

@@ -14,7 +14,11 @@ from .faces import DetectorConfig, Face, FaceDetector, align_crop, resolve_devic
 from .gradcam import GradCAM
 from .images import read_image
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "weights" / "default.safetensors"
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+# The per-frame default: FER2013 macro-expressions (mini-Xception, converted by mer.convert fer2013).
+DEFAULT_CHECKPOINT = WEIGHTS / "fer2013_mini_xception.safetensors"
+# The synthetic micro-expression model (mernet_cbam, 6 classes): classifies spotted intervals.
+MICRO_CHECKPOINT = WEIGHTS / "micro_synth.safetensors"
 
 
 @dataclass
@@ -25,6 +29,7 @@ class FacePrediction:
     top_prob: float
     crop: np.ndarray                   # the aligned crop the model saw (RGB uint8)
     heatmap: np.ndarray | None = None  # Grad-CAM at crop size, [0, 1]
+    margin: float = 0.15               # the crop's padding (align_crop), to map heatmaps back
 
     def to_dict(self) -> dict:
         return {**self.face.to_dict(), "probs": {k: round(v, 6) for k, v in self.probs.items()},
@@ -45,21 +50,33 @@ def crops_to_input(crops: list[np.ndarray], input_mode: str, size: tuple[int, in
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
 
 
+def _shipped(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise CheckpointError(f"the shipped {what} checkpoint is missing: {path}; pass one with --checkpoint")
+    return path
+
+
 def default_checkpoint() -> Path:
-    if not DEFAULT_CHECKPOINT.is_file():
-        raise CheckpointError(f"no default checkpoint at {DEFAULT_CHECKPOINT}; pass one with --checkpoint")
-    return DEFAULT_CHECKPOINT
+    """The per-frame default classifier (FER2013 macro-expressions)."""
+    return _shipped(DEFAULT_CHECKPOINT, "default (FER2013 macro-expression)")
+
+
+def micro_checkpoint() -> Path:
+    """The micro-expression classifier (trained on synthetic micro-expressions)."""
+    return _shipped(MICRO_CHECKPOINT, "micro-expression")
 
 
 class Predictor:
     def __init__(self, checkpoint: str | Path | None = None, device: str = "auto",
                  detector: FaceDetector | DetectorConfig | None = None, batch_size: int = 64,
-                 margin: float = 0.15):
+                 margin: float | None = None):
         self.device = resolve_device(device)
         self.checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
         self.model, self.card = load_checkpoint(self.checkpoint, device=self.device)
         self.classes: list[str] = list(self.card.classes)
-        self.batch_size, self.margin = batch_size, margin
+        # face crop padding: the card's (how the model's training faces were cropped) unless given
+        self.batch_size = batch_size
+        self.margin = float(self.card.crop_margin if margin is None else margin)
         self._detector = detector if isinstance(detector, FaceDetector) else None
         self._detector_config = detector if isinstance(detector, DetectorConfig) else None
         mean = torch.tensor(self.card.mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -124,7 +141,7 @@ class Predictor:
             top = int(p.argmax())
             out[i].append(FacePrediction(f, {c: float(v) for c, v in zip(self.classes, p)},
                                          self.classes[top], float(p[top]), crops[k],
-                                         None if heat is None else heat[k]))
+                                         None if heat is None else heat[k], self.margin))
         return out
 
     def predict(self, image, gradcam: bool = False) -> list[FacePrediction]:

@@ -16,7 +16,7 @@ def draw_predictions(image: np.ndarray, preds, gradcam: bool = False, margin: fl
     for i, p in enumerate(preds):
         if gradcam and p.heatmap is not None:
             size = p.heatmap.shape[0]
-            inv = cv2.invertAffineTransform(align_matrix(p.face, size, margin))
+            inv = cv2.invertAffineTransform(align_matrix(p.face, size, getattr(p, "margin", margin)))
             hm = cv2.warpAffine(p.heatmap.astype(np.float32), inv, (w, h), flags=cv2.INTER_LINEAR,
                                 borderValue=0)
             mask = cv2.warpAffine(np.ones_like(p.heatmap, np.float32), inv, (w, h)) > 0.5

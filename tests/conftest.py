@@ -40,7 +40,17 @@ def untrained_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def default_checkpoint() -> Path:
+    """The shipped per-frame default: the FER2013 macro-expression model (7 classes)."""
     from mer.predict import DEFAULT_CHECKPOINT
     if not DEFAULT_CHECKPOINT.is_file():
         pytest.fail(f"the shipped default checkpoint is missing: {DEFAULT_CHECKPOINT}")
     return DEFAULT_CHECKPOINT
+
+
+@pytest.fixture(scope="session")
+def micro_checkpoint() -> Path:
+    """The shipped micro-expression model (synthetic training data, 6 classes = mer.CLASSES)."""
+    from mer.predict import MICRO_CHECKPOINT
+    if not MICRO_CHECKPOINT.is_file():
+        pytest.fail(f"the shipped micro-expression checkpoint is missing: {MICRO_CHECKPOINT}")
+    return MICRO_CHECKPOINT

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -82,5 +84,59 @@ def test_registry_lists_models_and_names_unknown_ones():
     m.get_submodule(m.default_cfg["gradcam_layer"])  # the config names a real layer
 
 
-def test_canonical_classes():
-    assert mer.CLASSES == ("Happiness", "Surprise", "Anger", "Fear", "Sadness", "Disgust")
+def test_class_lists_agree_with_the_shipped_models_and_the_label_sets(default_checkpoint, micro_checkpoint):
+    """mer.CLASSES / FER2013_CLASSES name the outputs of the shipped weights: checked against the
+    cards of those weights and training's label table, not against themselves."""
+    from training.datasets.labels import LABEL_SETS
+    micro = json.loads(micro_checkpoint.with_suffix(".json").read_text())
+    macro = json.loads(default_checkpoint.with_suffix(".json").read_text())
+    assert tuple(micro["classes"]) == mer.CLASSES == tuple(LABEL_SETS["seed6"])
+    assert tuple(macro["classes"]) == mer.FER2013_CLASSES
+    m = create_model("mernet_cbam", num_classes=len(micro["classes"]), **micro["arch_kwargs"])
+    assert m.head[-1].out_features == len(mer.CLASSES)
+
+
+def test_mini_xception_has_the_keras_models_layers_and_values():
+    """46-layer Keras model: Conv2D x7, SeparableConv2D x8, BatchNormalization x14, 58,423 stored values."""
+    from mer.models.xception import SeparableConv2d
+    m = create_model("mini_xception", num_classes=7, in_chans=1)
+    sd = m.state_dict()
+    assert sum(v.numel() for k, v in sd.items() if not k.endswith("num_batches_tracked")) == 58_423
+    seps = [x for x in m.modules() if isinstance(x, SeparableConv2d)]
+    convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d)]
+    bns = [x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)]
+    assert len(seps) == 8 and len(convs) - 2 * len(seps) == 7 and len(bns) == 14
+    assert all(b.eps == 1e-3 for b in bns)
+    m.get_submodule(m.default_cfg["gradcam_layer"])
+    for size in (64, 48, 97):
+        assert m.eval()(torch.randn(2, 1, size, size)).shape == (2, 7)
+
+
+def test_keras_same_max_pooling_pads_the_odd_pixel_at_the_end():
+    """TensorFlow 'same' pooling (k=3, s=2): ceil(n/2) outputs; for n=15 one -inf pixel on each
+    side, for n=8 one at the end only. PyTorch's symmetric padding would shift every window."""
+    from mer.models.xception import MaxPoolSame
+    pool = MaxPoolSame()
+    x = torch.arange(15.0).flip(0).view(1, 1, 1, 15).expand(1, 1, 3, 15).contiguous()  # 14, 13, ..., 0
+    y = pool(x)[0, 0, 0]
+    assert y.tolist() == [14, 13, 11, 9, 7, 5, 3, 1]  # windows [-1..1], [1..3], ..., [13..15]
+    x8 = torch.arange(8.0).view(1, 1, 1, 8).expand(1, 1, 3, 8).contiguous()
+    assert pool(x8)[0, 0, 0].tolist() == [2, 4, 6, 7]   # windows [0..2], ..., [6..8]
+
+
+def test_mini_xception_cbam_takes_the_fer2013_backbone_and_its_cbam_acts(default_checkpoint):
+    from safetensors.torch import load_file
+    torch.manual_seed(0)
+    m = create_model("mini_xception_cbam", num_classes=7, in_chans=1).eval()
+    res = m.load_state_dict(load_file(str(default_checkpoint)), strict=False)
+    assert not res.unexpected_keys and res.missing_keys
+    assert all(".cbam." in k for k in res.missing_keys)
+    assert sum(isinstance(x, CBAM) for x in m.modules()) == 4
+    plain = create_model("mini_xception", num_classes=7, in_chans=1).eval()
+    plain.load_state_dict(load_file(str(default_checkpoint)))
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert not torch.allclose(m(x), plain(x), atol=1e-3)
+        for b in m.blocks:
+            b.cbam = torch.nn.Identity()
+        assert torch.allclose(m(x), plain(x), atol=1e-5)  # without CBAM it is exactly the backbone
