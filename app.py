@@ -135,22 +135,21 @@ def path_image(**kw) -> gr.Image:
 
 # ---------------------------------------------------------------- presentation helpers
 
-def _flat(d, pre=""):
+def _scores(d: dict):
+    """A card's top-level scores (per-class breakdowns stay in the card)."""
     for k, v in (d or {}).items():
-        if isinstance(v, dict):
-            yield from _flat(v, f"{pre}{k}.")
-        elif isinstance(v, float):
-            yield f"{pre}{k} {v:.3f}"
-        elif isinstance(v, (int, str)):
-            yield f"{pre}{k} {v}"
+        if isinstance(v, float):
+            yield f"{k} {v:.3g}"
+        elif isinstance(v, (int, str)) and not isinstance(v, bool):
+            yield f"{k} {v}"
 
 
 def model_markdown(role: str, name: str, card: ModelCard) -> str:
     """What the model is, what it was trained on, what was measured: read from its card."""
     h, w = card.input_size
-    measured = ", ".join(list(_flat(card.metrics))[:14])
+    measured = ", ".join(list(_scores(card.metrics))[:10])
     if measured and card.protocol:
-        measured = f"{card.protocol}: {measured}"
+        measured += f" (protocol: {card.protocol})"
     return (f"**{role}:** `{name}` — {card.arch}, {card.input_mode} {h}×{w} face crops → "
             f"{len(card.classes)} classes ({', '.join(card.classes)})  \n"
             f"**Trained on:** {card.trained_on}  \n"

@@ -50,7 +50,7 @@ def test_still_face_has_zero_motion_and_a_pause_restarts_the_tracks(media, predi
     live = LiveSession()
     outs = [live.step(frames[0], predictor, t=k * 0.25) for k in range(5)]
     assert [o.faces[0].motion for o in outs] == [0.0] * 5 and outs[-1].faces[0].rolling == 0
-    after = live.step(frames[0], predictor, t=10.0)              # 8.75 s later: a new start
+    after = live.step(frames[0], predictor, t=30.0)              # a pause over max_gap_s: a new start
     assert after.t == 0 and after.faces[0].face_id == 0 and after.index == 5
 
 
