@@ -3,7 +3,7 @@
     python bench/app.py [--n 30] [--photo PATH] [--seconds 10]
 
 Prints start-up time (process start -> page served), p50/p95 latency of /predict_image with and
-without Grad-CAM, and /analyze_video wall time as a multiple of the clip's duration for a generated
+without Grad-CAM and of /live_frame (the webcam tab's per-frame step, one client), and /analyze_video wall time as a multiple of the clip's duration for a generated
 640x360 25 fps clip of the public-domain astronaut (target: a 10 s clip in under 10 s on CPU,
 i.e. ratio < 1), plus the ratio with the in-process mer.video.analyze_video alone (no upload,
 preview encoding or CSV) in the same run."""
@@ -98,6 +98,14 @@ def main() -> None:
                 lat.append(time.perf_counter() - t)
             print(f"/predict_image gradcam={cam!s:5}: p50 {pct(lat, 50):6.0f} ms  p95 {pct(lat, 95):6.0f} ms"
                   f"  (n={args.n}, {Path(args.photo).name})")
+        lat = []
+        for k in range(args.n + 1):
+            t = time.perf_counter()
+            c.predict(handle_file(args.photo), api_name="/live_frame")
+            if k:  # the first call builds the live detector
+                lat.append(time.perf_counter() - t)
+        print(f"/live_frame                 : p50 {pct(lat, 50):6.0f} ms  p95 {pct(lat, 95):6.0f} ms"
+              f"  (n={args.n}, {Path(args.photo).name}; a webcam stream sends one every MER_LIVE_EVERY s)")
         clip = make_clip(tmp / "clip10s.mp4", args.seconds)
         t = time.perf_counter()
         summary = c.predict(handle_file(str(clip)), api_name="/analyze_video")[0]
