@@ -62,8 +62,18 @@ class AppSettings:
     live_every: float = field(default_factory=lambda: _env("MER_LIVE_EVERY", 0.25, float))
     live_time_limit: int = field(default_factory=lambda: _env("MER_LIVE_TIME_LIMIT", 120, int))
     live_concurrency: int = field(default_factory=lambda: _env("MER_LIVE_CONCURRENCY", 2, int))
+    decoder_memory_mb: int = field(default_factory=lambda: _env("MER_DECODER_MEMORY_MB", 2048, int))
+    decoder_timeout_s: float = field(default_factory=lambda: _env("MER_DECODER_TIMEOUT_S", 60.0, float))
     server_name: str = field(default_factory=lambda: _env("GRADIO_SERVER_NAME", "127.0.0.1"))
     server_port: int = field(default_factory=lambda: _env("GRADIO_SERVER_PORT", 7860, int))
+
+    def video_settings(self):
+        """Uploads are decoded in a child process (memory cap, timeout): a decoder crash or hang
+        ends the child, not the server."""
+        from mer.video import VideoSettings
+        return VideoSettings(detect_every=self.detect_every, max_duration_s=self.max_video_s,
+                             max_side=self.max_video_side, isolate_decoder=True,
+                             decoder_memory_mb=self.decoder_memory_mb, decoder_timeout_s=self.decoder_timeout_s)
 
 
 @dataclass
@@ -211,7 +221,7 @@ class Workbench:
     def __init__(self, model: Model, settings: AppSettings, micro: Model | None = None):
         self.model, self.micro, self.settings = model, micro, settings
         self.work = Workdir()
-        self.live_config = LiveConfig()
+        self.live_config = LiveConfig(fps=1 / settings.live_every)
 
     def current(self, session: Model | None) -> Model:
         return session if session is not None else self.model
@@ -243,42 +253,28 @@ class Workbench:
 
     @user_errors("Video analysis")
     def analyze_video(self, video, session: Model | None, progress=gr.Progress()):
-        from mer.encode import write_preview
+        from mer.encode import PreviewWriter
         from mer.report import timeline_figure, write_csv
-        from mer.video import VideoError, VideoSettings, analyze_video, open_video
+        from mer.video import VideoError, analyze_video
         s = self.settings
         if video is None:
             raise Refused("No video: upload a clip first.")
         m, path = self.current(session), Path(video)
         mb = path.stat().st_size / 2**20
         if mb > s.max_video_mb:
-            raise Refused(f"{path.name}: the clip is {mb:.1f} MB; this app accepts clips up to {s.max_video_mb:g} MB "
-                          "(MER_MAX_VIDEO_MB).")
-        try:
-            vr = open_video(path)
-            h, w = vr[0].shape[:2]
-        except VideoError as e:
-            raise Refused(f"Cannot analyse this clip: {e}") from None
-        except Exception as e:
-            raise Refused(f"Cannot analyse this clip: {path.name}: the first frame cannot be decoded "
-                          f"({str(e)[:160]})") from None
-        if max(h, w) > s.max_video_side:
-            raise Refused(f"{path.name}: the clip is {w}×{h}; this app accepts up to {s.max_video_side} px on the "
-                          "longer side (MER_MAX_VIDEO_SIDE). Downscale it first.")
-        del vr
-        vs = VideoSettings(detect_every=s.detect_every, max_duration_s=s.max_video_s)
+            raise Refused(f"{path.name}: the clip is {mb:.1f} MB; this app accepts clips up to "
+                          f"{s.max_video_mb:g} MB (MER_MAX_VIDEO_MB).")
         progress(0, desc="decoding")
-        try:
-            res = analyze_video(path, m.predictor, vs,
+        out = self.work.new()
+        preview = PreviewWriter(out / f"{path.stem}.preview.mp4", s.preview_side)  # written on the way
+        try:  # decoded in a child process with a memory cap and a timeout (mer.decode)
+            res = analyze_video(path, m.predictor, s.video_settings(), preview=preview,
                                 progress=lambda d, t: progress((d, t), desc="analysing", unit="frames"))
         except VideoError as e:
-            msg = str(e).replace(f"limit of {s.max_video_s:g} s", f"limit of {s.max_video_s:g} s (MER_MAX_VIDEO_S)")
-            raise Refused(f"Cannot analyse this clip: {msg}") from None
-        progress(1.0, desc="writing preview")
-        out = self.work.new()
+            raise Refused(f"Cannot analyse this clip: {limits_named(str(e), s)}") from None
+        progress(1.0, desc="writing the CSV")
         csv = write_csv(res.frames, out / f"{path.stem}.frames.csv")
-        preview = write_preview(path, res, out / f"{path.stem}.preview.mp4", s.preview_side)
-        return video_summary(res.info, m.name), str(preview), timeline_figure(res), res.intervals, str(csv)
+        return video_summary(res.info, m.name), str(preview.path), timeline_figure(res), res.intervals, str(csv)
 
     @user_errors("Live analysis")
     def live_frame(self, frame, live: LiveSession | None, session: Model | None):
@@ -323,8 +319,19 @@ class Workbench:
         return None, banner_markdown(self.model, self.micro)
 
 
+def limits_named(msg: str, s: AppSettings) -> str:
+    """mer.video's limit messages with the setting that changes each limit."""
+    return (msg.replace(f"limit of {s.max_video_s:g} s", f"limit of {s.max_video_s:g} s (MER_MAX_VIDEO_S)")
+            .replace(f"limit of {s.max_video_side} px on the longer side",
+                     f"limit of {s.max_video_side} px on the longer side (MER_MAX_VIDEO_SIDE); downscale it first")
+            .replace(f"(its limit is {s.decoder_memory_mb} MB)", f"(its limit is {s.decoder_memory_mb} MB, "
+                     "MER_DECODER_MEMORY_MB)"))
+
+
 def video_summary(info: dict, name: str) -> str:
     notes = []
+    if info.get("partial"):
+        notes.append(f"**Partly analysed:** {info['partial']}")
     if info["n_faces"] == 0:
         notes.append(f"**No face found** in any of the {info['n_frames']} frames: nothing to classify "
                      "(the CSV still has one row per frame).")
@@ -386,7 +393,7 @@ def live_tab(wb: Workbench, session: gr.State) -> None:
     s, c = wb.settings, wb.live_config
     with gr.Tab("Live", id="live"):
         gr.Markdown(f"Your webcam, a frame every {s.live_every:g} s: faces, class and a rolling motion score "
-                    f"(mean over {c.window_s:g} s of each face's change against {c.ref_s:g} s earlier). "
+                    f"(mean over {c.window_s:g} s of the video tab's motion score per face). "
                     f"A stream runs up to {s.live_time_limit} s; {s.live_concurrency} streams at once, "
                     "later ones wait in the queue. Frames are analysed in memory and not kept.")
         live = gr.State(None, time_to_live=600)

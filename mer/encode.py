@@ -1,10 +1,17 @@
 """Browser-playable H.264 MP4s (yuv420p, faststart) via the ffmpeg binary shipped in the
 imageio-ffmpeg wheel (OpenCV's pip wheels cannot encode H.264), and annotated previews of an
-analysed video (`mer.video.VideoResult`): each face boxed with its id and top class."""
+analysed video: each face boxed with its id and top class.
+
+The preview is written during the analysis itself (no second decode):
+
+    preview = PreviewWriter(out_dir / "clip.preview.mp4", max_side=640)
+    result = analyze_video("clip.mp4", predictor, preview=preview)   # preview.path now exists
+
+`write_preview(video_path, result, out_path)` draws the same preview from a finished result (it
+decodes the video again; for results analysed without a PreviewWriter).
+"""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -12,71 +19,133 @@ import cv2
 import numpy as np
 
 
+class H264Writer:
+    """Push RGB uint8 frames (all one size) with `send`; `close` publishes the MP4 atomically
+    (mer.report.atomic_path), `abort` leaves nothing behind."""
+
+    def __init__(self, path: str | Path, fps: float, crf: int = 26):
+        self.path, self.fps, self.crf = Path(path), float(fps) if fps and fps > 0 else 25.0, crf
+        self._writer = None
+        self._target = None
+
+    def send(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            import imageio_ffmpeg
+
+            from .report import atomic_path
+            self._target = atomic_path(self.path)
+            tmp = self._target.__enter__()
+            h, w = frame.shape[:2]
+            self._writer = imageio_ffmpeg.write_frames(
+                str(tmp), (w, h), fps=self.fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
+                macro_block_size=2, ffmpeg_log_level="error",
+                output_params=["-crf", str(self.crf), "-preset", "veryfast", "-movflags", "+faststart",
+                               "-f", "mp4"])
+            self._writer.send(None)
+        self._writer.send(np.ascontiguousarray(frame))
+
+    def close(self) -> Path:
+        if self._writer is None:
+            raise ValueError("no frames to encode")
+        try:
+            self._writer.close()
+        except BaseException as e:
+            self._target.__exit__(type(e), e, e.__traceback__)
+            raise
+        self._writer = None
+        self._target.__exit__(None, None, None)
+        return self.path
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:
+                pass
+            self._writer = None
+            err = RuntimeError("preview aborted")
+            self._target.__exit__(RuntimeError, err, None)
+
+
 def write_h264(frames: Iterable[np.ndarray], path: str | Path, fps: float, crf: int = 26) -> Path:
     """RGB uint8 frames (all the same size) -> H.264 MP4 at `path`, written atomically."""
-    import imageio_ffmpeg
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".mp4", dir=path.parent)
-    os.close(fd)
-    writer = None
+    w = H264Writer(path, fps, crf)
     try:
         for f in frames:
-            if writer is None:
-                h, w = f.shape[:2]
-                writer = imageio_ffmpeg.write_frames(
-                    tmp, (w, h), fps=float(fps) if fps and fps > 0 else 25.0, codec="libx264",
-                    pix_fmt_out="yuv420p", quality=None, macro_block_size=2,
-                    output_params=["-crf", str(crf), "-preset", "veryfast", "-movflags", "+faststart"],
-                    ffmpeg_log_level="error")
-                writer.send(None)
-            writer.send(np.ascontiguousarray(f))
-        if writer is None:
-            raise ValueError("no frames to encode")
-        writer.close()
-        writer = None
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    finally:
-        if writer is not None:
-            writer.close()
-        Path(tmp).unlink(missing_ok=True)
-    return path
+            w.send(f)
+        return w.close()
+    except BaseException:
+        w.abort()
+        raise
 
 
 def _even(x: float) -> int:
     return max(2, int(round(x / 2)) * 2)
 
 
-def annotate_frames(video_path: str | Path, result, max_side: int = 640, chunk: int = 32):
-    """Yield the video's frames (downscaled so the longer side <= max_side, even sizes) with the
-    analysis drawn on: box, face id, top class and probability per face."""
-    import decord
-    vr = decord.VideoReader(str(video_path), ctx=decord.cpu(0), num_threads=1)
-    n = len(vr)
-    h, w = vr[0].shape[:2]
-    s = min(1.0, max_side / max(h, w))
-    size = (_even(w * s), _even(h * s))
+def preview_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    s = min(1.0, max_side / max(width, height))
+    return _even(width * s), _even(height * s)
+
+
+def annotate(frame: np.ndarray, faces, size: tuple[int, int]) -> np.ndarray:
+    """frame scaled to `size` (w, h) with each face drawn: faces are (box x1 y1 x2 y2 in frame
+    pixels, detected on this frame?, label). Green: detected; amber: interpolated between keyframes."""
+    h, w = frame.shape[:2]
+    out = cv2.resize(frame, size, interpolation=cv2.INTER_AREA) if size != (w, h) else frame.copy()
     sx, sy = size[0] / w, size[1] / h
-    df = result.frames[result.frames["face_id"].notna()]
-    by_frame = {int(k): g for k, g in df.groupby("frame")}
     thick = max(1, round(max(size) / 400))
-    for start in range(0, n, chunk):
-        idx = list(range(start, min(n, start + chunk)))
-        batch = vr.get_batch(idx).asnumpy()
-        for i, frame in zip(idx, batch):
-            out = cv2.resize(frame, size, interpolation=cv2.INTER_AREA) if size != (w, h) else frame.copy()
-            for r in by_frame.get(i, df.iloc[:0]).itertuples():
-                x1, y1, x2, y2 = int(r.x1 * sx), int(r.y1 * sy), int(r.x2 * sx), int(r.y2 * sy)
-                color = (0, 220, 0) if r.detected == 1 else (255, 200, 0)
-                cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
-                label = f"{int(r.face_id)} {r.top_class} {r.top_prob:.2f}"
-                cv2.putText(out, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * thick,
-                            color, thick, cv2.LINE_AA)
-            yield out
+    for box, detected, label in faces:
+        x1, y1, x2, y2 = (int(v) for v in (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy))
+        color = (0, 220, 0) if detected else (255, 200, 0)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
+        cv2.putText(out, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * thick, color, thick,
+                    cv2.LINE_AA)
+    return out
+
+
+class PreviewWriter:
+    """Annotated preview written while mer.video.analyze_video runs (it calls open, add per frame,
+    then close, or abort on failure)."""
+
+    def __init__(self, path: str | Path, max_side: int = 640, crf: int = 26):
+        self.path, self.max_side, self.crf = Path(path), max_side, crf
+        self._out: H264Writer | None = None
+
+    def open(self, width: int, height: int, fps: float) -> None:
+        self.size = preview_size(width, height, self.max_side)
+        self._out = H264Writer(self.path, fps, self.crf)
+
+    def add(self, frame: np.ndarray, faces) -> None:
+        self._out.send(annotate(frame, faces, self.size))
+
+    def close(self) -> Path:
+        return self._out.close()
+
+    def abort(self) -> None:
+        if self._out is not None:
+            self._out.abort()
+
+
+def _faces_of(rows) -> list:
+    return [((r.x1, r.y1, r.x2, r.y2), r.detected == 1, f"{int(r.face_id)} {r.top_class} {r.top_prob:.2f}")
+            for r in rows.itertuples()]
+
+
+def annotate_frames(video_path: str | Path, result, max_side: int = 640, chunk: int = 32):
+    """Yield the video's frames (longer side <= max_side, even sizes) with the analysis of `result`
+    drawn on. Decodes the video again: prefer PreviewWriter during the analysis."""
+    from .decode import open_source
+    df = result.frames[result.frames["face_id"].notna()]
+    by_frame = {int(k): _faces_of(g) for k, g in df.groupby("frame")}
+    with open_source(video_path, chunk) as src:
+        size = preview_size(src.info.width, src.info.height, max_side)
+        for c in src.chunks():
+            for i, frame in zip(c.index, c.frames):
+                yield annotate(frame, by_frame.get(int(i), []), size)
 
 
 def write_preview(video_path: str | Path, result, out_path: str | Path, max_side: int = 640) -> Path:
-    """Annotated, browser-playable H.264 preview of an analysed video."""
+    """Annotated, browser-playable H.264 preview of an analysed video (decodes it again)."""
     fps = result.info.get("fps") or 25.0
     return write_h264(annotate_frames(video_path, result, max_side), out_path, fps)

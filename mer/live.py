@@ -1,16 +1,17 @@
 """Live (webcam) analysis, one frame at a time, with a small state per viewer.
 
-    live = LiveSession()                       # one per viewer (the app keeps it in gr.State)
+    live = LiveSession(LiveConfig(fps=4))      # one per viewer (the app keeps it in gr.State)
     out = live.step(frame, predictor)          # RGB uint8 frame -> LiveFrame
     out.image                                  # boxes, class labels and motion scores drawn
     out.faces[0].face_id, .top_class, .motion, .rolling
 
 Per frame: MTCNN on a downscaled copy, `mer.tracking.IoUTracker` for a stable face id, the
-Predictor classifies the aligned crops. The motion score is the one the video pipeline uses
-(`mer.video`): the aligned 64x64 grayscale crop against the same face `ref_s` seconds earlier,
-mean absolute difference in [0, 1]; `rolling` is its mean over the last `window_s` seconds.
-Times are the frames' own (a video's timestamps) or the arrival time (webcam). A pause longer
-than `max_gap_s` starts the tracks afresh. The state holds only a few 64x64 crops per face.
+Predictor classifies the aligned crops, and the video pipeline's motion score
+(`mer.video.FrameDifference`: the aligned crop in grayscale against the same face about
+`SpotConfig.ref_s` earlier, at the stream's frame rate `fps`) gives `motion`; `rolling` is its
+mean over the last `window_s` seconds. Times are the frames' own (a video's timestamps) or the
+arrival time (webcam). A pause longer than `max_gap_s` starts the tracks afresh. The state holds
+only a few small grayscale crops per face.
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ import numpy as np
 from .faces import DetectorConfig, Face, FaceDetector
 from .images import read_image
 from .render import draw_predictions
+from .spotting import SpotConfig
 from .tracking import IoUTracker, TrackerConfig
+from .video import FrameDifference
 
 
 @dataclass
@@ -34,10 +37,10 @@ class LiveConfig:
     min_face_size: int = 20      # pixels in that copy
     min_prob: float = 0.9        # detection probability floor
     max_side: int = 960          # larger incoming frames are downscaled first
-    ref_s: float = 0.2           # motion: the same face this many seconds earlier
+    fps: float = 4.0             # frames per second the stream delivers (the motion reference)
     window_s: float = 2.0        # rolling motion score: mean over this many seconds
     max_gap_s: float = 10.0      # a longer pause between frames restarts the tracks
-    crop: int = 64               # grayscale crop side for the motion score
+    spotting: SpotConfig = field(default_factory=SpotConfig)  # the motion score's settings
     tracker: TrackerConfig = field(default_factory=lambda: TrackerConfig(max_missed=5))
 
     def detector_config(self) -> DetectorConfig:
@@ -49,12 +52,13 @@ class LiveConfig:
 class LiveFace:
     face_id: int
     prediction: object            # mer.predict.FacePrediction
-    motion: float                 # against the same face ref_s earlier (0 on its first frame)
+    motion: float                 # mer.video's motion score (0 on the face's first frame)
     rolling: float                # mean motion over the last window_s seconds
 
     def to_dict(self) -> dict:
-        return {"face_id": self.face_id, **self.prediction.to_dict(), "motion": round(self.motion, 6),
-                "motion_rolling": round(self.rolling, 6)}
+        num = lambda v: round(v, 6) if np.isfinite(v) else None  # noqa: E731
+        return {"face_id": self.face_id, **self.prediction.to_dict(), "motion": num(self.motion),
+                "motion_rolling": num(self.rolling)}
 
 
 @dataclass
@@ -82,29 +86,18 @@ def _detector(predictor, cfg: DetectorConfig) -> FaceDetector:
     return cache[key]
 
 
-def gray_crop(crop: np.ndarray, side: int) -> np.ndarray:
-    g = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(g, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+class Rolling:
+    """One face's scores of the last `window_s` seconds and their mean."""
 
+    def __init__(self, window_s: float):
+        self.window_s, self.scores = window_s, deque()
 
-class MotionTrack:
-    """One face's recent crops and scores: motion against `ref_s` earlier, rolling mean."""
-
-    def __init__(self, ref_s: float, window_s: float):
-        self.ref_s, self.window_s = ref_s, window_s
-        self.crops: deque[tuple[float, np.ndarray]] = deque()
-        self.scores: deque[tuple[float, float]] = deque()
-
-    def update(self, t: float, gray: np.ndarray) -> tuple[float, float]:
-        # the reference: the newest crop at least ref_s old (else the oldest there is)
-        while len(self.crops) > 1 and self.crops[1][0] <= t - self.ref_s:
-            self.crops.popleft()
-        motion = float(np.abs(gray - self.crops[0][1]).mean()) if self.crops else 0.0
-        self.crops.append((t, gray))
-        self.scores.append((t, motion))
+    def add(self, t: float, score: float) -> float:
+        if np.isfinite(score):  # a scorer may not know a frame's score yet (NaN)
+            self.scores.append((t, score))
         while self.scores and self.scores[0][0] < t - self.window_s:
             self.scores.popleft()
-        return motion, float(np.mean([s for _, s in self.scores]))
+        return float(np.mean([s for _, s in self.scores])) if self.scores else float("nan")
 
 
 class LiveSession:
@@ -115,7 +108,8 @@ class LiveSession:
 
     def _reset(self) -> None:
         self.tracker = IoUTracker(self.config.tracker)
-        self.tracks: dict[int, MotionTrack] = {}
+        self.motion = FrameDifference(self.config.spotting, self.config.fps)
+        self.rolling: dict[int, Rolling] = {}
         self.t0: float | None = None
         self.last_t: float | None = None
 
@@ -138,14 +132,15 @@ class LiveSession:
         ids = self.tracker.update(faces)
         preds = predictor.predict_faces([img], [faces])[0]
         out = []
+        t = now - self.t0
         for fid, p in sorted(zip(ids, preds), key=lambda x: x[0]):
-            track = self.tracks.setdefault(fid, MotionTrack(c.ref_s, c.window_s))
-            motion, rolling = track.update(now - self.t0, gray_crop(p.crop, c.crop))
+            motion = self.motion.update(fid, self.frames, t, p.crop)
+            rolling = self.rolling.setdefault(fid, Rolling(c.window_s)).add(t, motion)
             out.append(LiveFace(fid, p, motion, rolling))
-        for fid in [f for f in self.tracks if f not in self.tracker.tracks]:
-            del self.tracks[fid]  # closed by the tracker
+        for fid in [f for f in self.rolling if f not in self.tracker.tracks]:
+            del self.rolling[fid]  # closed by the tracker
         self.frames += 1
-        return LiveFrame(self.frames - 1, now - self.t0, draw_live(img, out), out)
+        return LiveFrame(self.frames - 1, t, draw_live(img, out), out)
 
 
 def draw_live(img: np.ndarray, faces: list[LiveFace]) -> np.ndarray:

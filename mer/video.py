@@ -1,42 +1,53 @@
 """Video analysis: one code path for the app's video tab and the batch tool.
 
     result = analyze_video("clip.mp4", Predictor(), VideoSettings(detect_every=2))
-    result.frames      # DataFrame, one row per frame x face (FRAME_COLUMNS + one p_<Class> per class)
-    result.intervals   # DataFrame of spotted micro-expression intervals (mer.spotting)
-    result.info        # n_frames, fps, duration_s, width, height, n_faces, dominant_class, ...
+    result.frames      # DataFrame, one row per frame x face (FRAME_COLUMNS + one p_<class> per class)
+    result.intervals   # DataFrame of spotted intervals (mer.spotting)
+    result.info        # n_frames, fps, duration_s, width, height, n_faces, dominant_class, partial, ...
+    result.thumbnails  # (frame, face_id, aligned RGB crop) at the apex of the strongest intervals
 
-Decoding is decord in chunks of `chunk_size` frames with the real per-frame timestamps (variable
-frame rate is kept; decoders may give negative start times, which are kept too), so memory does not
-grow with the video's length beyond the small per-row table. Faces are detected on frames scaled
-down to `detect_max_side`, every `detect_every` frames; `mer.tracking` gives stable face ids and
-interpolates faces in between; every face in every frame is classified in batches by the
-Predictor. A frame without a face still gives one row (face columns empty), so the row count is
-the decoded frame count plus extra faces. The motion score and spotting are in mer.spotting.
+One forward pass through a chain of small stages, each passing typed records (FrameRecord with its
+FaceRecords) to the next; memory stays flat in the video's length (a chunk of frames, a few crops
+per face and the per-row table):
+
+    decode    mer.decode: chunks of frames with their real timestamps, numbered as players do
+    detect    MTCNN on every `detect_every`-th frame (downscaled to `detect_max_side`)
+    track     stable face ids (mer.tracking), faces interpolated between keyframes
+    crop      aligned face crop per face (Predictor.crop)
+    classify  class probabilities for all crops of a chunk in one batch
+    motion    a per-face motion score: a class with update(face_id, frame, time_s, crop)
+    rows      the per-row table; thumbnails and (optionally) annotated preview frames on the way
+    spot      one function over the finished table: intervals (spot_intervals)
+
+A frame without a face still gives one row (face columns empty), so the row count is the decoded
+frame count plus extra faces. A file that decodes only in part (e.g. cut short) is analysed as far
+as it decodes and `info["partial"]` says why (None when the whole file was analysed).
 """
 from __future__ import annotations
 
+import math
 import weakref
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
 import pandas as pd
 
+from .decode import FrameChunk, VideoError, check_file, clean_error, diagnose, open_source
 from .faces import DetectorConfig, Face, FaceDetector
 from .spotting import INTERVAL_COLUMNS, SpotConfig, smooth, spot
 from .tracking import IoUTracker, TrackerConfig, interpolate
 
+__all__ = ["FRAME_COLUMNS", "FaceRecord", "FrameDifference", "FrameRecord", "VideoError", "VideoResult",
+           "VideoSettings", "analyze_video", "open_video", "spot_intervals"]
+
 LANDMARK_COLUMNS = ["le_x", "le_y", "re_x", "re_y", "nose_x", "nose_y", "ml_x", "ml_y", "mr_x", "mr_y"]
 FRAME_COLUMNS = ["video", "frame", "time_s", "face_id", "x1", "y1", "x2", "y2", "det_prob",
-                 *LANDMARK_COLUMNS]  # then p_<Class> per class, top_class, top_prob, motion, detected
+                 *LANDMARK_COLUMNS]  # then p_<class> per class, top_class, top_prob, motion, detected
 TAIL_COLUMNS = ["top_class", "top_prob", "motion", "detected"]
-
-
-class VideoError(ValueError):
-    """The video cannot be analysed (unreadable, empty, over a limit); the message says why."""
 
 
 @dataclass
@@ -48,7 +59,11 @@ class VideoSettings:
     chunk_size: int = 64               # frames decoded at a time
     max_frames: int | None = None      # refuse longer videos (VideoError)
     max_duration_s: float | None = None
+    max_side: int | None = None        # refuse videos whose longer side is over this (pixels)
     n_thumbnails: int = 6
+    isolate_decoder: bool = False      # decode in a child process (a decoder crash cannot end this one)
+    decoder_memory_mb: int | None = 2048   # the child's memory for decoding (beyond its libraries)
+    decoder_timeout_s: float | None = 60.0  # the child's longest silence before it is killed
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     spotting: SpotConfig = field(default_factory=SpotConfig)
 
@@ -70,6 +85,36 @@ class VideoResult:
     classes: list = field(default_factory=list)
 
 
+# ---------------------------------------------------------------- records passed between stages
+
+@dataclass
+class FaceRecord:
+    """One face in one frame, filled in stage by stage."""
+    face_id: int
+    face: Face
+    detected: bool                      # detected on this frame (False: interpolated or held)
+    crop: np.ndarray | None = None      # aligned RGB crop (crop stage)
+    probs: np.ndarray | None = None     # class probabilities (classify stage)
+    motion: float = math.nan            # motion score (motion stage)
+
+
+@dataclass
+class FrameRecord:
+    index: int                          # frame number, from 0, as players number them
+    start_s: float                      # presentation time
+    end_s: float                        # presentation time of the next frame
+    image: np.ndarray                   # RGB uint8
+    detections: list[Face] | None = None  # detect stage, keyframes only (None: not a keyframe)
+    faces: list[FaceRecord] = field(default_factory=list)  # track stage, sorted by face_id
+
+
+def frame_records(chunk: FrameChunk) -> list[FrameRecord]:
+    return [FrameRecord(int(i), float(a), float(b), img)
+            for i, a, b, img in zip(chunk.index, chunk.start_s, chunk.end_s, chunk.frames)]
+
+
+# ---------------------------------------------------------------- stages
+
 _detectors: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -82,201 +127,340 @@ def _detector_for(predictor, settings: VideoSettings) -> FaceDetector:
     return cache[key]
 
 
+class Detect:
+    """MTCNN on keyframes: every `every`-th frame and the last one the file announces."""
+
+    def __init__(self, detector: FaceDetector, every: int, n_frames: int):
+        self.detector, self.every, self.last = detector, max(1, int(every)), n_frames - 1
+
+    def __call__(self, frames: list[FrameRecord]) -> list[FrameRecord]:
+        keys = [f for f in frames if f.index % self.every == 0 or f.index == self.last]
+        for f, faces in zip(keys, self.detector.detect([f.image for f in keys]) if keys else []):
+            f.detections = faces
+        return frames
+
+
+class Track:
+    """Face ids on keyframes (IoU tracker); frames in between wait for the next keyframe and are
+    interpolated; `flush` holds the last keyframe's faces for frames after it (a stream cut short)."""
+
+    def __init__(self, config: TrackerConfig):
+        self.tracker = IoUTracker(config)
+        self.prev: tuple[int, dict[int, Face]] | None = None
+        self.pending: list[FrameRecord] = []
+
+    def __call__(self, frames: list[FrameRecord]) -> list[FrameRecord]:
+        ready = []
+        for f in frames:
+            if f.detections is None:
+                self.pending.append(f)
+                continue
+            cur = dict(zip(self.tracker.update(f.detections), f.detections))
+            a, fa = self.prev if self.prev else (f.index, {})
+            for p in self.pending:
+                faces = interpolate(fa, cur, (p.index - a) / max(1, f.index - a))
+                p.faces = [FaceRecord(i, face, False) for i, face in faces.items()]
+            ready += self.pending
+            self.pending = []
+            f.faces = [FaceRecord(i, cur[i], True) for i in sorted(cur)]
+            ready.append(f)
+            self.prev = (f.index, cur)
+        return ready
+
+    def flush(self) -> list[FrameRecord]:
+        held = self.prev[1] if self.prev else {}
+        for p in self.pending:
+            p.faces = [FaceRecord(i, held[i], False) for i in sorted(held)]
+        out, self.pending = self.pending, []
+        return out
+
+
+class Crop:
+    def __init__(self, predictor):
+        self.predictor = predictor
+
+    def __call__(self, frames: list[FrameRecord]) -> list[FrameRecord]:
+        for f in frames:
+            for r in f.faces:
+                r.crop = self.predictor.crop(f.image, r.face)
+        return frames
+
+
+class Classify:
+    """All crops of a group of frames in one batch through the Predictor."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+
+    def __call__(self, frames: list[FrameRecord]) -> list[FrameRecord]:
+        recs = [r for f in frames for r in f.faces]
+        if recs:
+            probs = self.predictor.classify([r.crop for r in recs])[0]
+            for r, p in zip(recs, probs):
+                r.probs = p
+        return frames
+
+
+class MotionScore(Protocol):
+    """The motion stage: called once per face per frame, in frame order. Returns the frame's score
+    (or NaN when it is not known yet); `mer.spotting` turns the scores into intervals at the end."""
+
+    def update(self, face_id: int, frame: int, time_s: float, crop: np.ndarray) -> float: ...
+
+
+class FrameDifference:
+    """The aligned crop in grayscale at `crop` px against the same face's crop `ref_s` earlier
+    (a sliding reference, MEGC's frame-difference baseline): mean absolute difference in [0, 1]."""
+
+    def __init__(self, config: SpotConfig, fps: float):
+        self.side = config.crop
+        self.ref = max(1, round(config.ref_s * (fps if fps > 0 else 25)))
+        self.history: dict[int, deque] = {}
+
+    def update(self, face_id: int, frame: int, time_s: float, crop: np.ndarray) -> float:
+        g = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), (self.side, self.side),
+                       interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        hist = self.history.setdefault(face_id, deque(maxlen=self.ref))
+        score = float(np.abs(g - hist[0]).mean()) if hist else 0.0
+        hist.append(g)
+        return score
+
+
+class Motion:
+    def __init__(self, scorer: MotionScore):
+        self.scorer = scorer
+
+    def __call__(self, frames: list[FrameRecord]) -> list[FrameRecord]:
+        for f in frames:
+            for r in f.faces:
+                r.motion = self.scorer.update(r.face_id, f.index, f.start_s, r.crop)
+        return frames
+
+
+class Rows:
+    """The per-row table, one row per frame x face (one row for a frame without faces)."""
+
+    def __init__(self, n_classes: int):
+        self.frame: list[int] = []
+        self.start: list[float] = []
+        self.end: list[float] = []
+        self.face_id: list = []
+        self.detected: list = []
+        self.motion: list[float] = []
+        self.num: list[np.ndarray] = []   # box 4, det_prob 1, landmarks 10, probs: one float32 vector per row
+        self.width = 15 + n_classes
+
+    def add(self, frames: list[FrameRecord]) -> None:
+        for f in frames:
+            for r in f.faces or [None]:
+                self.frame.append(f.index)
+                self.start.append(f.start_s)
+                self.end.append(f.end_s)
+                if r is None:
+                    self.face_id.append(None)
+                    self.detected.append(None)
+                    self.motion.append(math.nan)
+                    self.num.append(np.full(self.width, np.nan, np.float32))
+                    continue
+                self.face_id.append(r.face_id)
+                self.detected.append(1 if r.detected else 0)
+                self.motion.append(r.motion)
+                self.num.append(np.concatenate([np.asarray(r.face.box, np.float64), [r.face.prob],
+                                                np.asarray(r.face.landmarks, np.float64).reshape(-1),
+                                                np.asarray(r.probs, np.float64)]))
+
+    def table(self, video_name: str, classes: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+        """(frames DataFrame, end time of each row's frame)."""
+        k = len(self.frame)
+        m = np.stack(self.num).astype(np.float64) if k else np.zeros((0, self.width))
+        box, det, lm, p = m[:, :4], m[:, 4], m[:, 5:15], m[:, 15:]
+        df = pd.DataFrame({"video": video_name, "frame": np.asarray(self.frame, np.int64),
+                           "time_s": np.round(np.asarray(self.start, np.float64), 6),
+                           "face_id": pd.array(self.face_id, dtype="Int64")})
+        for c, v in zip(["x1", "y1", "x2", "y2"], box.T):
+            df[c] = np.round(v, 2)
+        df["det_prob"] = np.round(det, 6)
+        for c, v in zip(LANDMARK_COLUMNS, lm.T):
+            df[c] = np.round(v, 2)
+        for c, v in zip(classes, p.T):
+            df[f"p_{c}"] = np.round(v, 6)
+        has = ~np.isnan(p[:, 0]) if k and len(classes) else np.zeros(k, bool)
+        top = np.nan_to_num(p, nan=-1).argmax(1) if k and len(classes) else np.zeros(k, int)
+        df["top_class"] = pd.array([classes[t] if h else None for t, h in zip(top, has)], dtype="string")
+        df["top_prob"] = np.round(np.where(has, np.nan_to_num(p, nan=0).max(1) if k and len(classes) else 0,
+                                           np.nan), 6)
+        df["motion"] = np.asarray(self.motion, np.float64)
+        df["detected"] = pd.array(self.detected, dtype="Int64")
+        return df, np.asarray(self.end, np.float64)
+
+
+class Thumbnails:
+    """Keeps, per face, the 2k crops of highest motion score at least `gap` frames apart (2k crops
+    per face in memory); `pick` takes those nearest the apex of the k strongest intervals (or,
+    without intervals, each face's strongest moment)."""
+
+    def __init__(self, k: int, gap: int):
+        self.k, self.gap = max(0, int(k)), max(1, int(gap))
+        self.keep = 2 * self.k
+        self.kept: dict[int, list[tuple[float, int, np.ndarray]]] = {}
+
+    def add(self, frames: list[FrameRecord]) -> None:
+        if not self.k:
+            return
+        for f in frames:
+            for r in f.faces:
+                score = r.motion if np.isfinite(r.motion) else -1.0
+                kept = self.kept.setdefault(r.face_id, [])
+                near = [e for e in kept if abs(e[1] - f.index) < self.gap]
+                if near:
+                    if score <= max(e[0] for e in near):
+                        continue
+                    kept[:] = [e for e in kept if abs(e[1] - f.index) >= self.gap]
+                elif len(kept) >= self.keep:
+                    low = min(range(len(kept)), key=lambda j: kept[j][0])
+                    if score <= kept[low][0]:
+                        continue
+                    del kept[low]
+                kept.append((score, f.index, r.crop.copy()))
+
+    def pick(self, intervals: pd.DataFrame) -> list[tuple[int, int, np.ndarray]]:
+        if not self.k:
+            return []
+        out: dict[tuple[int, int], np.ndarray] = {}
+        for iv in intervals.sort_values(["score", "apex_frame"], ascending=[False, True]).itertuples():
+            cands = [e for e in self.kept.get(int(iv.face_id), []) if iv.onset_frame <= e[1] <= iv.offset_frame]
+            if cands and len(out) < self.k:
+                e = min(cands, key=lambda e: (abs(e[1] - iv.apex_frame), e[1]))
+                out[(e[1], int(iv.face_id))] = e[2]
+        if len(intervals) == 0:  # no interval: each face's strongest moment
+            for fid in sorted(self.kept)[:self.k]:
+                e = max(self.kept[fid], key=lambda e: (e[0], -e[1]))
+                out[(e[1], fid)] = e[2]
+        return [(fr, fid, crop) for (fr, fid), crop in sorted(out.items())]
+
+
+class Preview:
+    """Hands annotated frames to a preview writer (mer.encode.PreviewWriter): box, id, top class."""
+
+    def __init__(self, writer, classes: list[str]):
+        self.writer, self.classes = writer, classes
+
+    def add(self, frames: list[FrameRecord]) -> None:
+        for f in frames:
+            faces = []
+            for r in f.faces:
+                top = int(np.argmax(r.probs)) if r.probs is not None and len(self.classes) else None
+                label = f"{r.face_id}" + (f" {self.classes[top]} {float(r.probs[top]):.2f}" if top is not None else "")
+                faces.append((r.face.box, r.detected, label))
+            self.writer.add(f.image, faces)
+
+
+def spot_intervals(frames: pd.DataFrame, end_s: np.ndarray, classes: list[str], cfg: SpotConfig,
+                   fps: float) -> pd.DataFrame:
+    """The spotting stage, once over the finished table: smooths the motion column per face in place
+    and returns the intervals (mer.spotting.INTERVAL_COLUMNS)."""
+    out = []
+    window = max(1, round(cfg.smooth_s * (fps if fps > 0 else 25)))
+    for fid, g in frames[frames["face_id"].notna()].groupby("face_id", sort=True):
+        sm = smooth(g["motion"].to_numpy(), window)
+        frames.loc[g.index, "motion"] = sm
+        out += spot(g["frame"].to_numpy(), g["time_s"].to_numpy(), end_s[g.index.to_numpy()], sm,
+                    g[[f"p_{c}" for c in classes]].to_numpy(np.float64), classes, int(fid), cfg)
+    frames["motion"] = frames["motion"].round(6)
+    return pd.DataFrame(out, columns=INTERVAL_COLUMNS)
+
+
+# ---------------------------------------------------------------- the pipeline
+
 def open_video(path: str | Path):
     """decord VideoReader with a clear VideoError for missing, empty or undecodable files."""
     import decord
-    p = Path(path)
-    if not p.is_file():
-        raise VideoError(f"{p.name}: no such file")
-    if p.stat().st_size == 0:
-        raise VideoError(f"{p.name}: empty file (0 bytes)")
+    p = check_file(path)
     try:
         vr = decord.VideoReader(str(p), ctx=decord.cpu(0), num_threads=1)
     except Exception as e:  # decord raises DECORDError (a RuntimeError) with ffmpeg's words
-        raise VideoError(f"{p.name}: not a readable video ({_clean(e, p)})") from None
+        raise VideoError(f"{p.name}: not a readable video ({diagnose(p, e)})") from None
     if len(vr) == 0:
         raise VideoError(f"{p.name}: the video has no decodable frames")
     return vr
 
 
-def _clean(e: Exception, path: Path) -> str:
-    """decord's message without its clock time, source location or the absolute path."""
-    import re
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    msg = re.sub(r"\[\d\d:\d\d:\d\d\]\s*", "", msg)
-    msg = re.sub(r"\S+\.(cc|cpp|h):\d+:\s*", "", msg)
-    return msg.replace(str(path), path.name)[:200]
+_clean = clean_error  # the old private name
 
 
-def _gray(crop: np.ndarray, side: int) -> np.ndarray:
-    g = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(g, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+def _check_limits(path: Path, info, s: VideoSettings) -> None:
+    if s.max_frames and info.n_frames > s.max_frames:
+        raise VideoError(f"{path.name}: {info.n_frames} frames is over the limit of {s.max_frames}")
+    if s.max_duration_s and info.duration_s > s.max_duration_s:
+        raise VideoError(f"{path.name}: {info.duration_s:.1f} s is over the limit of {s.max_duration_s:g} s")
+    if s.max_side and max(info.width, info.height) > s.max_side:
+        raise VideoError(f"{path.name}: {info.width}×{info.height} is over the limit of {s.max_side} px "
+                         "on the longer side")
 
 
 def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  name: str | None = None) -> VideoResult:
-    """Decode, detect, track, classify and spot one video; see the module docstring.
+                  name: str | None = None, preview=None) -> VideoResult:
+    """Decode, detect, track, classify and spot one video in one pass; see the module docstring.
 
     `progress(done_frames, total_frames)` is called after every chunk. `name` is the value of the
-    `video` column (default: the file name)."""
+    `video` column (default: the file name). `preview`: a mer.encode.PreviewWriter that receives
+    the annotated frames on the way (written when the analysis succeeds, removed when it fails)."""
     s = settings or VideoSettings()
     path = Path(path)
-    vr = open_video(path)
-    n = len(vr)
-    try:
-        ts = np.asarray(vr.get_frame_timestamp(list(range(n))), np.float64).reshape(n, 2)
-        fps = float(vr.get_avg_fps())
-        h, w = vr[0].shape[:2]
-    except Exception as e:
-        raise VideoError(f"{path.name}: cannot read frame timing ({_clean(e, path)})") from None
-    duration = float(ts[-1, 1] - ts[0, 0]) if n else 0.0
-    if s.max_frames and n > s.max_frames:
-        raise VideoError(f"{path.name}: {n} frames is over the limit of {s.max_frames}")
-    if s.max_duration_s and duration > s.max_duration_s:
-        raise VideoError(f"{path.name}: {duration:.1f} s is over the limit of {s.max_duration_s:g} s")
-    if progress:
-        progress(0, n)
-
-    detector = _detector_for(predictor, s)
     classes = list(predictor.classes)
-    every = max(1, int(s.detect_every))
-    chunk = max(every, (max(1, s.chunk_size) // every) * every)
-    is_key = lambda i: i % every == 0 or i == n - 1  # noqa: E731
-    ref_frames = max(1, round(s.spotting.ref_s * (fps if fps > 0 else 25)))
-    tracker = IoUTracker(s.tracker)
-    history: dict[int, deque] = {}          # face_id -> recent gray crops (the sliding reference)
-    rows: list[tuple] = []                  # (frame, face_id or None, Face or None, detected, motion)
-    probs_out: list[np.ndarray] = []
-    prev_key: tuple[int, dict[int, Face]] | None = None
-    pending: list[tuple[int, np.ndarray]] = []
-
-    def emit(items: list[tuple[int, np.ndarray, dict[int, Face], bool]]) -> None:
-        crops = []
-        for i, frame, faces, detected in items:
-            if not faces:
-                rows.append((i, None, None, False, np.nan))
-                continue
-            for fid, face in faces.items():
-                crop = predictor.crop(frame, face)
-                g = _gray(crop, s.spotting.crop)
-                hist = history.setdefault(fid, deque(maxlen=ref_frames))
-                motion = float(np.abs(g - hist[0]).mean()) if hist else 0.0
-                hist.append(g)
-                rows.append((i, fid, face, detected, motion))
-                crops.append(crop)
-        if crops:
-            probs_out.append(predictor.classify(crops)[0])
-
-    for start in range(0, n, chunk):
-        idx = list(range(start, min(n, start + chunk)))
-        try:
-            frames = vr.get_batch(idx).asnumpy()
-        except Exception as e:
-            raise VideoError(f"{path.name}: decoding failed in frames {idx[0]}-{idx[-1]} ({_clean(e, path)})") from None
-        keys = [i for i in idx if is_key(i)]
-        dets = dict(zip(keys, detector.detect(frames[[i - start for i in keys]]))) if keys else {}
-        items = []
-        for i in idx:
-            frame = frames[i - start]
-            if i not in dets:
-                pending.append((i, frame))
-                continue
-            faces = dets[i]
-            cur = dict(zip(tracker.update(faces), faces))
-            if pending:
-                a, fa = prev_key if prev_key else (i, {})
-                for j, fr in pending:
-                    items.append((j, fr, interpolate(fa, cur, (j - a) / max(1, i - a)), False))
-                pending = []
-            items.append((i, frame, dict(sorted(cur.items())), True))
-            prev_key = (i, cur)
-        emit(items)
+    with open_source(path, max(1, s.chunk_size), s.isolate_decoder, s.decoder_memory_mb,
+                     s.decoder_timeout_s) as src:
+        info = src.info
+        _check_limits(path, info, s)
         if progress:
-            progress(idx[-1] + 1, n)
+            progress(0, info.n_frames)
+        detect = Detect(_detector_for(predictor, s), s.detect_every, info.n_frames)
+        track, crop, classify = Track(s.tracker), Crop(predictor), Classify(predictor)
+        motion = Motion(FrameDifference(s.spotting, info.fps))
+        rows = Rows(len(classes))
+        thumbs = Thumbnails(s.n_thumbnails, max(1, round(s.spotting.ref_s * (info.fps or 25))))
+        shown = Preview(preview, classes) if preview is not None else None
 
-    probs = np.concatenate(probs_out) if probs_out else np.zeros((0, len(classes)), np.float32)
-    frames_df = _frames_table(rows, probs, ts, classes, name or path.name)
-    intervals = _spot_all(frames_df, ts, classes, s.spotting, fps)
-    info = {"n_frames": n, "fps": round(fps, 6),
-            "fps_measured": round((n - 1) / float(ts[-1, 0] - ts[0, 0]), 6) if n > 1 and ts[-1, 0] > ts[0, 0] else round(fps, 6),
-            "duration_s": round(duration, 6), "width": int(w), "height": int(h),
-            "n_faces": int(frames_df["face_id"].nunique()), "n_intervals": len(intervals),
-            "n_frames_with_face": int(frames_df.loc[frames_df["face_id"].notna(), "frame"].nunique()),
-            "dominant_class": (frames_df["top_class"].dropna().mode().iloc[0]
-                               if frames_df["top_class"].notna().any() else ""),
-            "classes": classes, "checkpoint": str(getattr(predictor, "checkpoint", "")),
-            "settings": s.to_dict()}
-    result = VideoResult(str(path), frames_df, intervals, info, [], classes)
-    result.thumbnails = _thumbnails(vr, result, predictor, s.n_thumbnails)
-    return result
+        def finish(frames: list[FrameRecord]) -> None:
+            frames = motion(classify(crop(frames)))
+            rows.add(frames)
+            thumbs.add(frames)
+            if shown:
+                shown.add(frames)
 
-
-def _frames_table(rows, probs, ts, classes, video_name) -> pd.DataFrame:
-    k = len(rows)
-    box = np.full((k, 4), np.nan)
-    lm = np.full((k, 10), np.nan)
-    det = np.full(k, np.nan)
-    p = np.full((k, len(classes)), np.nan)
-    j = 0
-    for r, (i, fid, face, _, _) in enumerate(rows):
-        if face is not None:
-            box[r], lm[r], det[r] = face.box, np.asarray(face.landmarks).reshape(-1), face.prob
-            p[r] = probs[j]
-            j += 1
-    frame_idx = np.array([r[0] for r in rows], np.int64)
-    df = pd.DataFrame({"video": video_name, "frame": frame_idx,
-                       "time_s": np.round(ts[frame_idx, 0], 6) if k else [],
-                       "face_id": pd.array([r[1] for r in rows], dtype="Int64")})
-    for c, v in zip(["x1", "y1", "x2", "y2"], box.T):
-        df[c] = np.round(v, 2)
-    df["det_prob"] = np.round(det, 6)
-    for c, v in zip(LANDMARK_COLUMNS, lm.T):
-        df[c] = np.round(v, 2)
-    for c, v in zip(classes, p.T):
-        df[f"p_{c}"] = np.round(v, 6)
-    has = ~np.isnan(p[:, 0]) if k else np.zeros(0, bool)
-    top = np.where(has, np.nan_to_num(p, nan=-1).argmax(1), 0) if k else np.zeros(0, int)
-    df["top_class"] = pd.array([classes[t] if hh else None for t, hh in zip(top, has)], dtype="string")
-    df["top_prob"] = np.round(np.where(has, np.nan_to_num(p, nan=0).max(1) if k else 0, np.nan), 6)
-    df["motion"] = np.array([r[4] for r in rows], np.float64)
-    df["detected"] = pd.array([(1 if r[3] else 0) if r[1] is not None else None for r in rows], dtype="Int64")
-    return df
-
-
-def _spot_all(df: pd.DataFrame, ts: np.ndarray, classes, cfg: SpotConfig, fps: float) -> pd.DataFrame:
-    """Smooth the motion column per face in place and spot intervals per face."""
-    out = []
-    window = max(1, round(cfg.smooth_s * (fps if fps > 0 else 25)))
-    for fid, g in df[df["face_id"].notna()].groupby("face_id", sort=True):
-        sm = smooth(g["motion"].to_numpy(), window)
-        df.loc[g.index, "motion"] = sm
-        fr = g["frame"].to_numpy()
-        out += spot(fr, ts[fr, 0], ts[fr, 1], sm, g[[f"p_{c}" for c in classes]].to_numpy(np.float64),
-                    classes, int(fid), cfg)
-    df["motion"] = df["motion"].round(6)
-    return pd.DataFrame(out, columns=INTERVAL_COLUMNS)
-
-
-def _thumbnails(vr, result: VideoResult, predictor, k: int) -> list:
-    """Aligned crops at the apex of the strongest intervals (or each face's peak motion frame)."""
-    if k <= 0:
-        return []
-    iv = result.intervals.sort_values(["score", "apex_frame"], ascending=[False, True]).head(k)
-    picks = [(int(r.apex_frame), int(r.face_id)) for r in iv.itertuples()]
-    if not picks:
-        df = result.frames[result.frames["face_id"].notna()]
-        for fid, g in df.groupby("face_id", sort=True):
-            picks.append((int(g.loc[g["motion"].idxmax(), "frame"]), int(fid)))
-        picks = picks[:k]
-    out = []
-    for frame, fid in sorted(picks):
-        row = result.frames[(result.frames["frame"] == frame) & (result.frames["face_id"] == fid)].iloc[0]
-        face = Face(row[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), float(row["det_prob"]),
-                    row[LANDMARK_COLUMNS].to_numpy(np.float32).reshape(5, 2))
         try:
-            img = vr[frame].asnumpy()
-        except Exception:
-            continue
-        out.append((frame, fid, predictor.crop(img, face)))
-    return out
+            if preview is not None:
+                preview.open(info.width, info.height, info.fps)
+            done = 0
+            for chunk in src.chunks():
+                finish(track(detect(frame_records(chunk))))
+                done = int(chunk.index[-1]) + 1
+                if progress:
+                    progress(done, info.n_frames)
+            finish(track.flush())
+            if not rows.frame:
+                raise VideoError(f"{path.name}: the video has no decodable frames")
+            frames_df, end_s = rows.table(name or path.name, classes)
+            intervals = spot_intervals(frames_df, end_s, classes, s.spotting, info.fps)
+            if preview is not None:
+                preview.close()
+        except BaseException:
+            if preview is not None:
+                preview.abort()
+            raise
+        if progress and info.partial:
+            progress(done, done)
+    n, t0, t1 = int(frames_df["frame"].nunique()), rows.start[0], rows.start[-1]
+    duration = float(end_s.max() - t0)
+    out = {"n_frames": n, "fps": round(info.fps, 6),
+           "fps_measured": round((n - 1) / (t1 - t0), 6) if n > 1 and t1 > t0 else round(info.fps, 6),
+           "duration_s": round(duration, 6), "width": info.width, "height": info.height,
+           "n_faces": int(frames_df["face_id"].nunique()), "n_intervals": len(intervals),
+           "n_frames_with_face": int(frames_df.loc[frames_df["face_id"].notna(), "frame"].nunique()),
+           "dominant_class": (frames_df["top_class"].dropna().mode().iloc[0]
+                              if frames_df["top_class"].notna().any() else ""),
+           "partial": info.partial, "decoder": info.backend, "hidden_frames": info.hidden,
+           "classes": classes, "checkpoint": str(getattr(predictor, "checkpoint", "")),
+           "settings": s.to_dict()}
+    return VideoResult(str(path), frames_df, intervals, out, thumbs.pick(intervals), classes)

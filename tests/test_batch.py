@@ -83,10 +83,11 @@ def test_outputs_of_a_full_run(full_run, untrained_checkpoint):
     assert "readme.txt" not in s.index and len(s) == 7
     assert "empty file" in s.loc["zero.mp4", "error"]
     assert "not a readable video" in s.loc["notes.mp4", "error"]
-    assert s.loc["truncated.mp4", "status"] == "failed" and s.loc["truncated.mp4", "error"]
+    # a half-downloaded file is analysed as far as it decodes (issue 13 item 6; h5 marks it partial)
+    assert s.loc["truncated.mp4", "status"] in ("done", "partial") and 100 < int(s.loc["truncated.mp4", "frames"]) < 472
     assert "decoding failed in frames" in s.loc["corrupt.mkv", "error"]
     assert not re.search(r"\d\d:\d\d:\d\d|/github/|\.cc:", "".join(s["error"]))  # no clock, no C++ source
-    assert "FAILED zero.mp4" in r.stderr and "3 of 7 videos done" in r.stderr
+    assert "FAILED zero.mp4" in r.stderr and "4 of 7 videos done" in r.stderr
 
     wolf = pd.read_csv(out / "wolf.mp4.frames.csv")
     assert len(wolf) == 472 and wolf["frame"].tolist() == list(range(472))
@@ -99,7 +100,7 @@ def test_outputs_of_a_full_run(full_run, untrained_checkpoint):
     assert s.loc["wolf.mp4", "frames"] == "472" and s.loc["wolf.mp4", "faces"] == "1"
 
     odd = pd.read_csv(out / (ODD + ".frames.csv"), keep_default_na=False)
-    assert len(odd) == 98 and (odd["face_id"] == "").all() and (odd["x1"] == "").all()
+    assert len(odd) == 95 and (odd["face_id"] == "").all() and (odd["x1"] == "").all()
     assert (odd["video"] == ODD).all()
     two = pd.read_csv(out / "two_faces.avi.frames.csv")
     assert len(two) == 100 and two.groupby("face_id").size().to_dict() == {0: 50, 1: 50}
@@ -125,7 +126,7 @@ def test_rerun_skips_done_and_failed(full_run, inputs, untrained_checkpoint):
     assert r.returncode == 1 and "0 to run" in r.stderr
     assert {p: p.stat().st_mtime_ns for p in before} == before
     r = run_batch(inputs, "--out", out, "--checkpoint", untrained_checkpoint, "--retry-failed")
-    assert r.returncode == 1 and "4 to run" in r.stderr
+    assert r.returncode == 1 and "3 to run" in r.stderr
 
 
 def test_help_and_usage_errors(tmp_path, untrained_checkpoint):

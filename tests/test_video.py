@@ -63,12 +63,16 @@ def test_analyze_single_face_clip(media, predictor):
     assert r.thumbnails and r.thumbnails[0][2].shape == (128, 128, 3)
 
 
-def test_no_face_clip_keeps_every_decoded_frame(media, predictor):
+def test_no_face_clip_reports_presented_frames_only(media, predictor):
+    # no_face.mp4 has an edit list: 98 coded frames, the first 3 at negative times are never shown;
+    # players and ffprobe count 95 frames from 0 s
     from mer.video import analyze_video
     r = analyze_video(media / "no_face.mp4", predictor)
     df = r.frames
-    assert len(df) == 98 and df["face_id"].isna().all() and df["x1"].isna().all()
-    assert (df["time_s"].iloc[:3] < 0).all()            # decoder's negative start times are kept
+    assert len(df) == r.info["n_frames"] == 95 and df["face_id"].isna().all() and df["x1"].isna().all()
+    assert df["frame"].tolist() == list(range(95)) and df["time_s"].iloc[0] == 0
+    assert (df["time_s"] >= 0).all() and np.all(np.diff(df["time_s"]) > 0)
+    assert r.info["duration_s"] == pytest.approx(95 / 24, abs=0.01) and r.info["partial"] is None
     assert r.info["n_faces"] == 0 and len(r.intervals) == 0 and r.thumbnails == []
 
 
@@ -126,3 +130,128 @@ def test_one_frame_video(tmp_path, media, predictor):
     r = analyze_video(clip, predictor)
     assert r.info["n_frames"] == 1 and len(r.frames) == 1 and r.frames["face_id"].tolist() == [0]
     assert len(r.intervals) == 0 and r.frames["motion"].tolist() == [0.0]
+
+
+def test_preview_written_in_the_same_pass(tmp_path, two_face_clip, predictor):
+    import decord
+
+    from mer.encode import PreviewWriter
+    from mer.video import VideoSettings, analyze_video
+    out = tmp_path / "prev" / "two.preview.mp4"
+    r = analyze_video(two_face_clip, predictor, VideoSettings(detect_every=4, chunk_size=10),
+                      preview=PreviewWriter(out, max_side=320))
+    vr = decord.VideoReader(str(out))
+    assert len(vr) == r.info["n_frames"] == 50 and vr[0].shape == (180, 320, 3)
+    # the boxes are drawn: green (detected) pixels on keyframe 0 inside face 0's box, scaled by 1/2
+    f0 = vr[0].asnumpy().astype(int)
+    green = (f0[..., 1] > 150) & (f0[..., 0] < 100) & (f0[..., 2] < 100)
+    x1, y1, x2, y2 = (r.frames.query("frame == 0 and face_id == 0")[["x1", "y1", "x2", "y2"]].iloc[0] / 2)
+    assert green[int(y1):int(y2) + 2, int(x1):int(x2) + 2].sum() > 20
+    assert not list(out.parent.glob(".*"))                            # no temporary file left
+
+
+# ---------------------------------------------------------------- damaged files, isolated decoding
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """Real files made by the ffmpeg binary that imageio-ffmpeg ships: a 72-frame H.264 MP4 with its
+    index first (faststart) and one with its index last, the first half of each (a half-finished
+    download), an audio-only MP4 and a 1280x720 clip."""
+    import subprocess
+
+    import imageio_ffmpeg
+    d = tmp_path_factory.mktemp("gen")
+
+    def make(name, *args):
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", *args, str(d / name)],
+                       check=True)
+        return d / name
+
+    src = ["-f", "lavfi", "-i", "testsrc=size=160x120:rate=24:duration=3", "-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    files = {"fast": make("fast.mp4", *src, "-movflags", "+faststart"), "plain": make("plain.mp4", *src),
+             "audio": make("audio.mp4", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac"),
+             "big": make("big.mp4", "-f", "lavfi", "-i", "testsrc=size=1280x720:rate=24:duration=1",
+                         "-c:v", "libx264", "-pix_fmt", "yuv420p")}
+    for k in ("fast", "plain"):
+        data = files[k].read_bytes()
+        files[k + "_half"] = d / f"{k}_half.mp4"
+        files[k + "_half"].write_bytes(data[:len(data) // 2])
+    return files
+
+
+def test_half_downloaded_file_is_analysed_as_far_as_it_decodes(generated, predictor):
+    from mer.video import VideoSettings, analyze_video
+    whole = analyze_video(generated["fast"], predictor)
+    assert whole.info["n_frames"] == 72 and whole.info["partial"] is None
+    r = analyze_video(generated["fast_half"], predictor)
+    n = r.info["n_frames"]
+    assert 10 < n < 72 and r.frames["frame"].tolist() == list(range(n))
+    assert "cut short" in r.info["partial"] and f"{n} of 72 frames" in r.info["partial"]
+    assert np.allclose(r.frames["time_s"], whole.frames["time_s"][:n])           # same timestamps
+    # the same analysis through the isolated decoder (a child process)
+    iso = analyze_video(generated["fast_half"], predictor, VideoSettings(isolate_decoder=True))
+    pd.testing.assert_frame_equal(iso.frames, r.frames)
+    assert iso.info["partial"] == r.info["partial"]
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_missing_index_and_audio_only_say_so(generated, isolate):
+    from mer.decode import VideoError, open_source
+    with pytest.raises(VideoError, match=r"plain_half.mp4: the file's index \(MP4 'moov' atom\) is missing"):
+        open_source(generated["plain_half"], isolate=isolate)
+    with pytest.raises(VideoError, match=r"audio.mp4: no video stream"):
+        open_source(generated["audio"], isolate=isolate)
+
+
+def test_isolated_decoder_crash_hang_and_memory_cap(generated):
+    import os
+    import signal
+
+    from mer.decode import VideoError, open_source
+    src = open_source(generated["fast"], chunk_size=8, isolate=True)
+    chunks = src.chunks()
+    first = next(chunks)
+    assert first.frames.shape == (8, 120, 160, 3) and first.index.tolist() == list(range(8))
+    maps = open(f"/proc/{src.pid}/maps").read()
+    assert "decord" in maps and "torch" not in maps                      # the child never loads torch
+    os.kill(src.pid, signal.SIGKILL)                                     # a decoder crash mid-stream
+    with pytest.raises(VideoError, match=r"fast.mp4: the decoder crashed \(SIGKILL\)"):
+        list(chunks)
+    src = open_source(generated["fast"], chunk_size=8, isolate=True, timeout_s=1)
+    os.kill(src.pid, signal.SIGSTOP)                                     # a decoder that hangs
+    with pytest.raises(VideoError, match="stopped responding for 1 s"):
+        list(src.chunks())
+    assert src.proc.poll() is not None                                   # and it was stopped
+    # 24 frames of 1280x720 in one chunk need ~130 MB: over a 32 MB cap, fine with 512 MB
+    with pytest.raises(VideoError, match="big.mp4: the decoder ran out of memory"):
+        with open_source(generated["big"], chunk_size=64, isolate=True, memory_mb=32) as s:
+            list(s.chunks())
+    with open_source(generated["big"], chunk_size=64, isolate=True, memory_mb=512) as s:
+        assert sum(len(c.index) for c in s.chunks()) == 24
+
+
+def test_csv_injection_escaped_including_tab_and_cr(tmp_path):
+    from mer.report import escape_cell, write_csv
+    bad = ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1+1", "\r=1+1", "\t-2", "\r@x"]
+    assert [escape_cell(v) for v in bad] == ["'" + v for v in bad]
+    assert [escape_cell(v) for v in ("happy", " =1", "a=b", 3.5)] == ["happy", " =1", "a=b", 3.5]
+    p = write_csv(pd.DataFrame({"cell": bad, "n": range(len(bad))}), tmp_path / "x.csv")
+    back = pd.read_csv(p, keep_default_na=False)
+    assert (back["cell"] == ["'" + v for v in bad]).all() and back["n"].tolist() == list(range(len(bad)))
+
+
+def test_atomic_write_bytes_text_and_writer(tmp_path):
+    from mer.report import atomic_write
+    p = tmp_path / "sub" / "f.bin"
+    assert atomic_write(p, b"\x00\x01") == p and p.read_bytes() == b"\x00\x01"
+    atomic_write(p, "ü")
+    assert p.read_bytes() == "ü".encode()
+    atomic_write(p, lambda tmp: tmp.write_bytes(b"via writer"))
+    assert p.read_bytes() == b"via writer" and oct(p.stat().st_mode & 0o777) == "0o644"
+
+    def fails(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(p, fails)
+    assert p.read_bytes() == b"via writer" and sorted(x.name for x in p.parent.iterdir()) == ["f.bin"]
