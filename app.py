@@ -221,7 +221,7 @@ class Workbench:
     def __init__(self, model: Model, settings: AppSettings, micro: Model | None = None):
         self.model, self.micro, self.settings = model, micro, settings
         self.work = Workdir()
-        self.live_config = LiveConfig(fps=1 / settings.live_every)
+        self.live_config = LiveConfig()
 
     def current(self, session: Model | None) -> Model:
         return session if session is not None else self.model
@@ -393,7 +393,7 @@ def live_tab(wb: Workbench, session: gr.State) -> None:
     s, c = wb.settings, wb.live_config
     with gr.Tab("Live", id="live"):
         gr.Markdown(f"Your webcam, a frame every {s.live_every:g} s: faces, class and a rolling motion score "
-                    f"(mean over {c.window_s:g} s of the video tab's motion score per face). "
+                    f"(mean over {c.window_s:g} s of each face's change against {c.ref_s:g} s earlier). "
                     f"A stream runs up to {s.live_time_limit} s; {s.live_concurrency} streams at once, "
                     "later ones wait in the queue. Frames are analysed in memory and not kept.")
         live = gr.State(None, time_to_live=600)

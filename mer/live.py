@@ -1,17 +1,18 @@
 """Live (webcam) analysis, one frame at a time, with a small state per viewer.
 
-    live = LiveSession(LiveConfig(fps=4))      # one per viewer (the app keeps it in gr.State)
+    live = LiveSession()                       # one per viewer (the app keeps it in gr.State)
     out = live.step(frame, predictor)          # RGB uint8 frame -> LiveFrame
     out.image                                  # boxes, class labels and motion scores drawn
     out.faces[0].face_id, .top_class, .motion, .rolling
 
 Per frame: MTCNN on a downscaled copy, `mer.tracking.IoUTracker` for a stable face id, the
-Predictor classifies the aligned crops, and the video pipeline's motion score
-(`mer.video.FrameDifference`: the aligned crop in grayscale against the same face about
-`SpotConfig.ref_s` earlier, at the stream's frame rate `fps`) gives `motion`; `rolling` is its
-mean over the last `window_s` seconds. Times are the frames' own (a video's timestamps) or the
-arrival time (webcam). A pause longer than `max_gap_s` starts the tracks afresh. The state holds
-only a few small grayscale crops per face.
+Predictor classifies the aligned crops. The motion score is causal, so it is known at once: the
+aligned crop in grayscale at `crop` px against the same face `ref_s` seconds earlier (found by the
+frames' times), mean absolute difference in [0, 1] (MEGC's frame-difference baseline; the video
+pipeline's spotting score, `mer.spotting`, also looks ahead and so comes seconds late). `rolling`
+is its mean over the last `window_s` seconds. Times are the frames' own (a video's timestamps) or
+the arrival time (webcam). A pause longer than `max_gap_s` starts the tracks afresh. The state
+holds only a few small grayscale crops per face.
 """
 from __future__ import annotations
 
@@ -26,9 +27,7 @@ import numpy as np
 from .faces import DetectorConfig, Face, FaceDetector
 from .images import read_image
 from .render import draw_predictions
-from .spotting import SpotConfig
 from .tracking import IoUTracker, TrackerConfig
-from .video import FrameDifference
 
 
 @dataclass
@@ -37,10 +36,10 @@ class LiveConfig:
     min_face_size: int = 20      # pixels in that copy
     min_prob: float = 0.9        # detection probability floor
     max_side: int = 960          # larger incoming frames are downscaled first
-    fps: float = 4.0             # frames per second the stream delivers (the motion reference)
+    ref_s: float = 0.2           # motion: against the same face this many seconds earlier
+    crop: int = 64               # grayscale crop side for the motion score
     window_s: float = 2.0        # rolling motion score: mean over this many seconds
     max_gap_s: float = 10.0      # a longer pause between frames restarts the tracks
-    spotting: SpotConfig = field(default_factory=SpotConfig)  # the motion score's settings
     tracker: TrackerConfig = field(default_factory=lambda: TrackerConfig(max_missed=5))
 
     def detector_config(self) -> DetectorConfig:
@@ -52,13 +51,12 @@ class LiveConfig:
 class LiveFace:
     face_id: int
     prediction: object            # mer.predict.FacePrediction
-    motion: float                 # mer.video's motion score (0 on the face's first frame)
+    motion: float                 # against the same face ref_s earlier (0 on its first frame)
     rolling: float                # mean motion over the last window_s seconds
 
     def to_dict(self) -> dict:
-        num = lambda v: round(v, 6) if np.isfinite(v) else None  # noqa: E731
-        return {"face_id": self.face_id, **self.prediction.to_dict(), "motion": num(self.motion),
-                "motion_rolling": num(self.rolling)}
+        return {"face_id": self.face_id, **self.prediction.to_dict(), "motion": round(self.motion, 6),
+                "motion_rolling": round(self.rolling, 6)}
 
 
 @dataclass
@@ -86,18 +84,25 @@ def _detector(predictor, cfg: DetectorConfig) -> FaceDetector:
     return cache[key]
 
 
-class Rolling:
-    """One face's scores of the last `window_s` seconds and their mean."""
+class MotionTrack:
+    """One face's recent crops and scores: motion against `ref_s` earlier, and its rolling mean."""
 
-    def __init__(self, window_s: float):
-        self.window_s, self.scores = window_s, deque()
+    def __init__(self, ref_s: float, window_s: float, side: int):
+        self.ref_s, self.window_s, self.side = ref_s, window_s, side
+        self.crops: deque[tuple[float, np.ndarray]] = deque()
+        self.scores: deque[tuple[float, float]] = deque()
 
-    def add(self, t: float, score: float) -> float:
-        if np.isfinite(score):  # a scorer may not know a frame's score yet (NaN)
-            self.scores.append((t, score))
-        while self.scores and self.scores[0][0] < t - self.window_s:
+    def update(self, t: float, crop: np.ndarray) -> tuple[float, float]:
+        g = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), (self.side, self.side),
+                       interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        while len(self.crops) > 1 and self.crops[1][0] <= t - self.ref_s:
+            self.crops.popleft()  # the reference: the newest crop at least ref_s old (else the oldest)
+        motion = float(np.abs(g - self.crops[0][1]).mean()) if self.crops else 0.0
+        self.crops.append((t, g))
+        self.scores.append((t, motion))
+        while self.scores[0][0] < t - self.window_s:
             self.scores.popleft()
-        return float(np.mean([s for _, s in self.scores])) if self.scores else float("nan")
+        return motion, float(np.mean([s for _, s in self.scores]))
 
 
 class LiveSession:
@@ -108,8 +113,7 @@ class LiveSession:
 
     def _reset(self) -> None:
         self.tracker = IoUTracker(self.config.tracker)
-        self.motion = FrameDifference(self.config.spotting, self.config.fps)
-        self.rolling: dict[int, Rolling] = {}
+        self.tracks: dict[int, MotionTrack] = {}
         self.t0: float | None = None
         self.last_t: float | None = None
 
@@ -134,11 +138,10 @@ class LiveSession:
         out = []
         t = now - self.t0
         for fid, p in sorted(zip(ids, preds), key=lambda x: x[0]):
-            motion = self.motion.update(fid, self.frames, t, p.crop)
-            rolling = self.rolling.setdefault(fid, Rolling(c.window_s)).add(t, motion)
-            out.append(LiveFace(fid, p, motion, rolling))
-        for fid in [f for f in self.rolling if f not in self.tracker.tracks]:
-            del self.rolling[fid]  # closed by the tracker
+            track = self.tracks.setdefault(fid, MotionTrack(c.ref_s, c.window_s, c.crop))
+            out.append(LiveFace(fid, p, *track.update(t, p.crop)))
+        for fid in [f for f in self.tracks if f not in self.tracker.tracks]:
+            del self.tracks[fid]  # closed by the tracker
         self.frames += 1
         return LiveFrame(self.frames - 1, t, draw_live(img, out), out)
 

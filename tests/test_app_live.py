@@ -25,7 +25,7 @@ def clip_frames(path, n, step=1):
 def test_real_clip_gives_one_tracked_face_with_motion(media, predictor):
     from mer.live import LiveConfig, LiveSession
     frames, ts = clip_frames(media / "single_face.mp4", 16, step=2)   # 15 fps, 1 s
-    cfg = LiveConfig(fps=15, window_s=0.5)
+    cfg = LiveConfig(window_s=0.5)
     live = LiveSession(cfg)
     outs = [live.step(f, predictor, t=t) for f, t in zip(frames, ts)]
     assert [o.index for o in outs] == list(range(len(frames)))
