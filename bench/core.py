@@ -2,8 +2,10 @@
 
     python bench/core.py [--device cpu|cuda] [--frames 48]
 
-Prints: MTCNN fps on 640x360 frames at full size and downscaled (ratio), classifier crops/s for
-seed_cbam (256x256) and the default mernet_cbam (128x128) (ratio), Grad-CAM overhead (ratio).
+Prints: MTCNN fps on 640x360 frames at full size and downscaled (ratio); classifier crops/s for
+seed_cbam (256x256, the baseline), mernet_cbam (128x128), the shipped micro model (mernet_cbam 64x64)
+and the default FER2013 macro model (mini_xception 64x64 gray), each as a ratio to seed_cbam;
+Grad-CAM overhead (ratio).
 """
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mer.faces import DetectorConfig, FaceDetector, resolve_device  # noqa: E402
 from mer.gradcam import GradCAM  # noqa: E402
+from mer.checkpoint import load_checkpoint  # noqa: E402
 from mer.models import create_model  # noqa: E402
+from mer.predict import default_checkpoint, micro_checkpoint  # noqa: E402
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 
@@ -58,19 +62,25 @@ def main() -> None:
     print(f"  downscaled / full-size speed-up: {fps[320] / fps[640]:.2f}x")
 
     rates = {}
-    for arch, size in (("seed_cbam", 256), ("mernet_cbam", 128)):
-        m = create_model(arch).to(dev).eval()
-        x = torch.randn(64, 3, size, size, device=dev)
+    models = [("seed_cbam", create_model("seed_cbam"), 3, 256),
+              ("mernet_cbam", create_model("mernet_cbam"), 3, 128)]
+    for label, path in (("micro model", micro_checkpoint()), ("default (FER2013 macro)", default_checkpoint())):
+        m, card = load_checkpoint(path)
+        models.append((f"{label} {card.arch}", m, card.in_chans, card.input_size[0]))
+    for name, m, chans, size in models:
+        m = m.to(dev).eval()
+        x = torch.randn(64, chans, size, size, device=dev)
         with torch.inference_mode():
             sec = timed(lambda: m(x), 3)
-        rates[arch] = 64 / sec
-        print(f"classifier {arch} @{size}: {rates[arch]:8.0f} crops/s")
-        if arch == "mernet_cbam":
+        rates[name] = 64 / sec
+        print(f"classifier {name} @{size}: {rates[name]:8.0f} crops/s "
+              f"({rates[name] / rates['seed_cbam']:.2f}x seed_cbam)")
+        if name in ("mernet_cbam", models[-1][0]):
             with GradCAM(m) as cam:
                 sec_cam = timed(lambda: cam(x), 3)
             print(f"  Grad-CAM: {64 / sec_cam:8.0f} crops/s; overhead {sec_cam / sec:.2f}x the plain forward")
-    print(f"  default / seed_cbam throughput: {rates['mernet_cbam'] / rates['seed_cbam']:.2f}x")
-
+    print(f"  mernet_cbam / seed_cbam throughput: {rates['mernet_cbam'] / rates['seed_cbam']:.2f}x")
+    print(f"  default macro / micro model throughput: {rates[models[-1][0]] / rates[models[-2][0]]:.2f}x")
 
 if __name__ == "__main__":
     main()

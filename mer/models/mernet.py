@@ -34,7 +34,7 @@ class MERNet(nn.Module):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
                                   nn.Linear(cin, num_classes))
         self.default_cfg = {
-            "input_size": (input_size, input_size), "fixed_input_size": False,
+            "input_size": (input_size, input_size), "fixed_input_size": False, "min_input_size": 64,
             "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
             "gradcam_layer": f"stages.{len(widths) - 1}",
         }
