@@ -455,6 +455,7 @@ class Stream:
                         self.http.post(f"stream/{self.event_id}", json={**self._body(sent), "event_id": self.event_id})
                         sent += 1
                     else:
+                        self.times["close_sent"] = time.monotonic()
                         self.http.post(f"stream/{self.event_id}/close")
                 elif msg["msg"] == "process_completed":
                     assert msg["success"], msg
@@ -475,4 +476,4 @@ def test_webcam_stream_keeps_state_and_concurrency_is_bounded(server, media, tmp
     assert [o["frame"] for o in out_a] == [0, 1, 2, 3] and [o["frame"] for o in out_b] == [0, 1]
     assert all(o["n_faces"] == 1 and o["faces"][0]["face_id"] == 0 for o in out_a + out_b)
     assert out_a[0]["faces"][0]["motion"] == 0 and all(o["faces"][0]["motion"] > 0 for o in out_a[1:])
-    assert second.times["process_starts"] >= first.times["process_completed"], (first.times, second.times)
+    assert second.times["process_starts"] > first.times["close_sent"], (first.times, second.times)
