@@ -122,25 +122,33 @@ def user_errors(what: str):
     return deco
 
 
-def path_image(**kw) -> gr.Image:
-    """gr.Image (filepath) that hands over the uploaded file's path even when PIL cannot open it,
-    so mer.images.read_image can say exactly what is wrong (corrupt, empty, too large, ...).
-    The instance's preprocess is wrapped (a subclass would make gradio write an app.pyi stub)."""
-    img = gr.Image(type="filepath", image_mode=None, **kw)
-    base = img.preprocess
+def quiet(component, raw_path: bool = False):
+    """Wrap an input component's preprocess: gradio's own refusals (wrong file type, ...) become one
+    log line instead of a traceback; with raw_path, a file gradio cannot open is handed over as its
+    path, so mer can say exactly what is wrong with it (corrupt, empty, too large, ...). The
+    instance is wrapped (a subclass would make gradio write an app.pyi stub)."""
+    base = component.preprocess
 
     def preprocess(payload):
         try:
             return base(payload)
-        except gr.Error:
-            raise
+        except gr.Error as e:
+            msg = scrub_paths(str(e.message))
+            log.warning("upload refused: %s", msg)
+            raise gr.Error(msg, print_exception=False) from None
         except Exception:
-            if payload is not None and getattr(payload, "path", None):
+            if raw_path and payload is not None and getattr(payload, "path", None):
                 return str(payload.path)
-            raise gr.Error("The image could not be received; try uploading it again.",
+            log.warning("upload refused: %s could not be received", type(component).__name__)
+            raise gr.Error("The file could not be received; try uploading it again.",
                            print_exception=False) from None
-    img.preprocess = preprocess
-    return img
+    component.preprocess = preprocess
+    return component
+
+
+def path_image(**kw) -> gr.Image:
+    """gr.Image (filepath) that hands over the uploaded file's path even when PIL cannot open it."""
+    return quiet(gr.Image(type="filepath", image_mode=None, **kw), raw_path=True)
 
 
 # ---------------------------------------------------------------- presentation helpers
@@ -375,7 +383,7 @@ def video_tab(wb: Workbench, session: gr.State) -> None:
                     "longer side. Same analysis and CSV as the batch tool (`python -m batch`).")
         with gr.Row():
             with gr.Column(scale=1):
-                vid_in = gr.Video(sources=["upload"], label="Clip", elem_id="video-input")
+                vid_in = quiet(gr.Video(sources=["upload"], label="Clip", elem_id="video-input"))
                 btn = gr.Button("Analyse", variant="primary", elem_id="analyze-video")
             with gr.Column(scale=1):
                 vid_out = gr.Video(label="Annotated preview (H.264)", elem_id="video-output")
@@ -416,8 +424,8 @@ def model_tab(wb: Workbench, session: gr.State, banner: gr.Markdown) -> None:
         gr.Markdown("Load your own per-frame checkpoint for **this browser session only** (`.safetensors` "
                     "written by `mer.save_checkpoint`, plus its `.json` model card if the card is not "
                     "embedded). It is validated; a wrong file is refused with the reason.")
-        w_in = gr.File(label="weights (.safetensors)", file_types=[".safetensors"], type="filepath")
-        c_in = gr.File(label="model card (.json, optional)", file_types=[".json"], type="filepath")
+        w_in = quiet(gr.File(label="weights (.safetensors)", file_types=[".safetensors"], type="filepath"))
+        c_in = quiet(gr.File(label="model card (.json, optional)", file_types=[".json"], type="filepath"))
         with gr.Row():
             load = gr.Button("Load for my session", variant="primary")
             reset = gr.Button("Back to the default model")

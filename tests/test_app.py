@@ -313,6 +313,8 @@ def test_own_checkpoint_is_validated_and_per_session(server, media, tmp_path, un
     (tmp_path / "evil.pt").write_bytes(b"pickle")
     with pytest.raises(AppError, match=r"\.safetensors"):  # gradio checks file_types first
         mine.predict(handle_file(str(tmp_path / "evil.pt")), None, api_name="/load_checkpoint")
+    lines = app_log.lines()  # gradio's own refusal: one line too
+    assert len(lines) == 1 and "upload refused" in lines[0] and "Traceback" not in lines[0], lines
     import shutil
     shutil.copyfile(untrained_checkpoint, tmp_path / "mine.safetensors")
     shutil.copyfile(untrained_checkpoint.with_suffix(".json"), tmp_path / "mine.json")
@@ -477,3 +479,10 @@ def test_webcam_stream_keeps_state_and_concurrency_is_bounded(server, media, tmp
     assert all(o["n_faces"] == 1 and o["faces"][0]["face_id"] == 0 for o in out_a + out_b)
     assert out_a[0]["faces"][0]["motion"] == 0 and all(o["faces"][0]["motion"] > 0 for o in out_a[1:])
     assert second.times["process_starts"] > first.times["close_sent"], (first.times, second.times)
+
+
+def test_server_log_has_no_traceback(served):
+    """Runs last: every bad input above left one line in the log, and nothing left a traceback."""
+    text = served[1].read_text()
+    assert "Traceback" not in text, text[text.index("Traceback") - 300:][:3000]
+    assert text.count("refused:") >= 10
