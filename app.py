@@ -174,13 +174,14 @@ def model_markdown(role: str, name: str, card: ModelCard) -> str:
             f"**Measured:** {measured or 'nothing reported in its card'}")
 
 
-def banner_markdown(frame: Model, micro: Model | None, own: bool = False) -> str:
-    parts = [model_markdown("Per-frame model" + (" (your session only)" if own else ""), frame.name,
-                            frame.predictor.card)]
-    if micro is not None:
-        parts.append(model_markdown("Micro-expression model (classifies spotted micro intervals)",
-                                    micro.name, micro.predictor.card))
-    return "\n\n".join(parts)
+def frame_banner(m: Model, own: bool = False) -> str:
+    return model_markdown("Per-frame model" + (" (your session only)" if own else ""), m.name, m.predictor.card)
+
+
+def micro_banner(m: Model | None) -> str:
+    if m is None:
+        return "**Micro-expression model:** none installed (spotted micro intervals are classified by the per-frame model)"
+    return model_markdown("Micro-expression model (classifies spotted micro intervals)", m.name, m.predictor.card)
 
 
 def bar_figure(preds, classes) -> go.Figure:
@@ -321,10 +322,10 @@ class Workbench:
             raise Refused(f"Checkpoint refused: {w.name} classifies optical flow between frames, "
                           "not single face images; this app needs an rgb or gray model")
         own = Model(pred, w.name)
-        return own, banner_markdown(own, self.micro, own=True)
+        return own, frame_banner(own, own=True)
 
     def reset_model(self):
-        return None, banner_markdown(self.model, self.micro)
+        return None, frame_banner(self.model)
 
 
 def limits_named(msg: str, s: AppSettings) -> str:
@@ -439,7 +440,9 @@ def build_app(model: Model, settings: AppSettings, micro: Model | None = None) -
         session = gr.State(None, time_to_live=3600)  # an uploaded model lives 1 h without use
         gr.Markdown("# MER workbench: micro-expression recognition demo\n"
                     "Not a clinical, forensic or lie-detection tool.")
-        banner = gr.Markdown(banner_markdown(model, micro), elem_id="model-card")
+        with gr.Row(equal_height=False):
+            banner = gr.Markdown(frame_banner(model), elem_id="model-card")
+            gr.Markdown(micro_banner(micro), elem_id="micro-model-card")
         with gr.Tabs():
             image_tab(wb, session)
             video_tab(wb, session)
