@@ -53,7 +53,7 @@ def start_app(checkpoint: Path, tmp: Path, **env) -> tuple[subprocess.Popen, str
 def stop_app(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
-        proc.wait(20)
+        proc.wait(60)  # a loaded CI machine may take a while to shut gradio down
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
