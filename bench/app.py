@@ -116,21 +116,20 @@ def main() -> None:
         proc.terminate()
         proc.wait(30)
     from mer.predict import Predictor
-    from mer.video import VideoSettings, analyze_video
+    from mer.video import analyze_video
     from app import AppSettings
-    every = AppSettings().detect_every
+    vs = AppSettings().video_settings()  # as the app: detect_every, limits, isolated decoder child
     pred = Predictor(ckpt)
     # Run it in a worker thread, as gradio does: on a busy 2-core machine the main thread's 2-way
     # OpenMP pool was measured ~10x slower than a worker thread's (spin-wait contention).
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(1) as ex:
-        ex.submit(analyze_video, clip, pred, VideoSettings(detect_every=every)).result()  # warm-up
+        ex.submit(analyze_video, clip, pred, vs).result()  # warm-up
         t = time.perf_counter()
-        ex.submit(analyze_video, clip, pred, VideoSettings(detect_every=every)).result()
+        ex.submit(analyze_video, clip, pred, vs).result()
         core_s = time.perf_counter() - t
-    print(f"mer.video.analyze_video alone (detect_every={every}, as the app): {core_s:.1f} s = "
-          f"{core_s / args.seconds:.2f} x clip duration")
-
+    print(f"mer.video.analyze_video alone (detect_every={vs.detect_every}, isolated decoder, as the app): "
+          f"{core_s:.1f} s = {core_s / args.seconds:.2f} x clip duration")
 
 if __name__ == "__main__":
     main()
