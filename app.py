@@ -98,8 +98,9 @@ def scrub_paths(msg: str) -> str:
 
 
 def user_errors(what: str):
-    """Refused (and mer's own input errors) -> gr.Error with the message and ONE log line;
-    anything else -> logged with its trace, a sentence without paths for the user."""
+    """Refused (the handlers turn mer's ImageError/VideoError/CheckpointError into it) -> gr.Error
+    with the message and ONE log line; anything else -> logged with its trace, a sentence without
+    paths for the user. gradio prints no trace of its own for either (print_exception=False)."""
     def deco(fn):
         @functools.wraps(fn)
         def wrapped(*a, **kw):
