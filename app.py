@@ -279,6 +279,7 @@ class Workbench:
         preview = PreviewWriter(out / f"{path.stem}.preview.mp4", s.preview_side)  # written on the way
         try:  # decoded in a child process with a memory cap and a timeout (mer.decode)
             res = analyze_video(path, m.predictor, s.video_settings(), preview=preview,
+                                micro_predictor=self.micro.predictor if self.micro else False,
                                 progress=lambda d, t: progress((d, t), desc="analysing", unit="frames"))
         except VideoError as e:
             raise Refused(f"Cannot analyse this clip: {limits_named(str(e), s)}") from None

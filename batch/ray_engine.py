@@ -39,10 +39,8 @@ def _predictor(ckpt_bytes: bytes, job: Job):
         torch.set_num_threads(max(1, job.threads))
         path = Path(tempfile.gettempdir()) / f"mer-ray-{key[:16]}.safetensors"
         if not path.is_file():
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".mer-tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(ckpt_bytes)
-            os.replace(tmp, path)
+            from mer.report import atomic_write
+            atomic_write(path, ckpt_bytes)
         _cache[key] = Predictor(path, device=job.device)
     return _cache[key]
 

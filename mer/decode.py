@@ -163,7 +163,10 @@ class DecordSource:
                 self.info.n_frames = start
                 return
             ts = self.ts[start:stop]
-            yield FrameChunk(np.arange(start, stop, dtype=np.int64), ts[:, 0].copy(), ts[:, 1].copy(), frames)
+            chunk = FrameChunk(np.arange(start, stop, dtype=np.int64), ts[:, 0].copy(), ts[:, 1].copy(), frames)
+            del frames
+            yield chunk
+            del chunk  # not alive while the next chunk decodes
 
     def close(self) -> None:
         self.vr = None
@@ -205,9 +208,12 @@ class OpenCVSource:
                 item = self._read()
             start = np.array([t for t, _ in got], np.float64)
             end = np.append(start[1:], (item[0] if item is not None else start[-1] + step))
-            yield FrameChunk(np.arange(done, done + len(got), dtype=np.int64), start, end,
-                             np.stack([f for _, f in got]))
+            chunk = FrameChunk(np.arange(done, done + len(got), dtype=np.int64), start, end,
+                               np.stack([f for _, f in got]))
             done += len(got)
+            del got
+            yield chunk
+            del chunk
         if done < self.info.n_frames:
             self.info.partial = f"{self.reason}; {done} of {self.info.n_frames} frames could be decoded"
         self.info.n_frames = done
@@ -285,9 +291,13 @@ class IsolatedSource(_Closing):
                           "memory_mb": memory_mb, "parent": os.getpid()})
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self._err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-P", str(Path(__file__).resolve()), cfg],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err,
-                                     env=env, close_fds=True)
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-P", str(Path(__file__).resolve()), cfg],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err,
+                                         env=env, close_fds=True)
+        except OSError as e:
+            self._err.close()
+            raise VideoError(f"{path.name}: the decoder process could not start ({e.strerror or e})") from None
         self.pid = self.proc.pid
         try:
             head, _ = self._recv()
@@ -347,8 +357,11 @@ class IsolatedSource(_Closing):
                     self.info.partial, self.info.n_frames = head["end"]["partial"], head["end"]["n_frames"]
                     return
                 c = head["chunk"]
-                yield FrameChunk(np.asarray(c["index"], np.int64), np.asarray(c["start_s"], np.float64),
-                                 np.asarray(c["end_s"], np.float64), frames)
+                chunk = FrameChunk(np.asarray(c["index"], np.int64), np.asarray(c["start_s"], np.float64),
+                                   np.asarray(c["end_s"], np.float64), frames)
+                del frames
+                yield chunk
+                del chunk
         finally:
             self.close()
 
@@ -372,7 +385,7 @@ def _child(cfg: dict) -> None:
         os._exit(1)
     import cv2  # noqa: F401 - the libraries load before the memory cap is set
     import decord  # noqa: F401
-    if cfg.get("memory_mb"):
+    if cfg.get("memory_mb"):  # the cap counts from what the loaded libraries already map
         import resource
         status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
         cap = int(status["VmSize"].split()[0]) * 1024 + (int(cfg["memory_mb"]) << 20)
@@ -396,9 +409,11 @@ def _child(cfg: dict) -> None:
     try:
         src = _open_local(path, cfg["chunk_size"])
         send({"info": asdict(src.info)})
-        for c in src.chunks():
+        chunks = src.chunks()
+        while (c := next(chunks, None)) is not None:
             send({"chunk": {"index": c.index.tolist(), "start_s": c.start_s.tolist(),
                             "end_s": c.end_s.tolist()}}, c.frames)
+            del c  # one chunk in memory at a time
         send({"end": {"partial": src.info.partial, "n_frames": src.info.n_frames}})
     except VideoError as e:
         memory = cfg.get("memory_mb") and re.search(_OUT_OF_MEMORY, str(e))

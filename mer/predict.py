@@ -69,10 +69,14 @@ def micro_checkpoint() -> Path:
 class Predictor:
     def __init__(self, checkpoint: str | Path | None = None, device: str = "auto",
                  detector: FaceDetector | DetectorConfig | None = None, batch_size: int = 64,
-                 margin: float | None = None):
+                 margin: float | None = None, *, _loaded: tuple[torch.nn.Module, ModelCard] | None = None):
         self.device = resolve_device(device)
-        self.checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
-        self.model, self.card = load_checkpoint(self.checkpoint, device=self.device)
+        if _loaded is None:
+            self.checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
+            self.model, self.card = load_checkpoint(self.checkpoint, device=self.device)
+        else:
+            self.checkpoint, (self.model, self.card) = None, _loaded
+            self.model.to(self.device).eval()
         self.classes: list[str] = list(self.card.classes)
         # face crop padding: the card's (how the model's training faces were cropped) unless given
         self.batch_size = batch_size
@@ -82,6 +86,11 @@ class Predictor:
         mean = torch.tensor(self.card.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(self.card.std, dtype=torch.float32).view(1, -1, 1, 1)
         self._mean, self._std = mean.to(self.device), std.to(self.device)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, card: ModelCard, device: str = "auto", **kwargs) -> "Predictor":
+        """An in-memory model and its card (training's evaluation): the same preprocessing and softmax."""
+        return cls(device=device, _loaded=(model, card), **kwargs)
 
     @property
     def detector(self) -> FaceDetector:
@@ -101,8 +110,14 @@ class Predictor:
         if self.card.input_mode == "flow":
             raise CheckpointError("this checkpoint classifies optical flow between onset and apex "
                                   "frames, not single images")
-        x = crops_to_input(crops, self.card.input_mode, self.input_size, self.card.in_chans)
-        return (x.to(self.device) - self._mean) / self._std
+        return self.normalize(crops_to_input(crops, self.card.input_mode, self.input_size, self.card.in_chans))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input before normalization (uint8 0..255 or float 0..1 images, or raw flow)
+        -> float on the device, normalized with the card's mean/std."""
+        x = x.to(self.device)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        return (x - self._mean) / self._std
 
     def classify_tensor(self, x: torch.Tensor, gradcam: bool = False):
         """Prepared input (N, C, H, W) -> (probs (N, classes) numpy, heatmaps or None)."""

@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-import cv2
-import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas, OpenCV and Plotly load on first use: atomic_write stays a light import
+    import numpy as np
+    import pandas as pd
+    import plotly.graph_objects as go
 
 SUMMARY_COLUMNS = ["video", "status", "error", "duration_s", "frames", "fps", "faces", "dominant_class",
                    "intervals", "seconds", "report"]
@@ -29,6 +30,7 @@ PLOTLY_JS = "plotly.min.js"
 COLORS = ["#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#EECA3B", "#B279A2", "#FF9DA6",
           "#9D755D", "#BAB0AC"]
 _INJECT = ("=", "+", "-", "@", "\t", "\r")
+INTERVAL_COLORS = {"micro": "#E45756", "macro": "#4C78A8"}
 
 
 @contextmanager
@@ -79,6 +81,7 @@ def escape_cell(v):
 def write_csv(df: pd.DataFrame, path: str | Path, **to_csv) -> Path:
     """Atomic CSV (UTF-8, '\\n' line ends, empty cells for missing values, no index), text cells and
     column names escaped (escape_cell). The one CSV writer: extra keywords go to DataFrame.to_csv."""
+    import pandas as pd
     out = df.copy()
     for c in out.columns:
         if out[c].dtype == object or pd.api.types.is_string_dtype(out[c].dtype):
@@ -113,6 +116,10 @@ def write_plotly_js(out_dir: str | Path) -> Path:
 def timeline_figure(result, max_faces: int = 4, max_points: int = 4000) -> go.Figure:
     """Stacked class probabilities per face (spotted intervals shaded), then face count,
     detection probability and motion score tracks, all against time in seconds."""
+    import numpy as np
+    import pandas as pd
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
     df, classes = result.frames, list(result.classes)
     faces = df[df["face_id"].notna()]
     ids = [int(i) for i in faces["face_id"].value_counts().sort_index().index][:max_faces]
@@ -128,9 +135,12 @@ def timeline_figure(result, max_faces: int = 4, max_points: int = 4000) -> go.Fi
             fig.add_trace(go.Scatter(x=g["time_s"], y=g[f"p_{c}"], name=c, legendgroup=c, mode="lines",
                                      stackgroup=f"f{fid}", line=dict(width=0.5, color=COLORS[k % len(COLORS)]),
                                      showlegend=r == 1), row=r, col=1)
-        for iv in result.intervals[result.intervals["face_id"] == fid].itertuples():
-            fig.add_vrect(x0=iv.onset_s, x1=iv.offset_s, fillcolor="black", opacity=0.18, line_width=0,
-                          row=r, col=1)
+        for _, iv in result.intervals[result.intervals["face_id"] == fid].iterrows():
+            kind = str(iv.get("type", "micro"))  # spotted intervals: colour by type, label with the class
+            label = f"{kind} {'' if pd.isna(iv.get('class')) else iv.get('class')}".strip()
+            fig.add_vrect(x0=iv["onset_s"], x1=iv["offset_s"], fillcolor=INTERVAL_COLORS.get(kind, "black"),
+                          opacity=0.25, line_width=0, annotation_text=html.escape(label),
+                          annotation_position="top left", annotation_font_size=9, row=r, col=1)
         fig.update_yaxes(range=[0, 1], row=r, col=1)
     counts = df.groupby("frame").agg(t=("time_s", "first"), n=("face_id", "count"))
     fig.add_trace(go.Scatter(x=step(counts)["t"], y=step(counts)["n"], name="faces", mode="lines",
@@ -149,6 +159,7 @@ def timeline_figure(result, max_faces: int = 4, max_points: int = 4000) -> go.Fi
 
 
 def _png_b64(rgb: np.ndarray) -> str:
+    import cv2
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     return base64.b64encode(buf.tobytes()).decode("ascii")
 
@@ -163,6 +174,7 @@ STYLE = ("<style>body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
 
 
 def video_html(result, plotlyjs: bool | str = True) -> str:
+    import pandas as pd
     info = result.info
     title = html.escape(Path(result.path).name)
     meta = pd.DataFrame([{k: info.get(k) for k in ("n_frames", "fps", "duration_s", "width", "height",
@@ -198,6 +210,7 @@ def write_index(rows: list[dict], out_dir: str | Path) -> dict[str, Path]:
 
     `seconds` (time taken) is the only non-deterministic value; in index.html it sits in cells of
     class "secs"."""
+    import pandas as pd
     out_dir = Path(out_dir)
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     for c in ("frames", "faces", "intervals"):

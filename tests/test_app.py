@@ -234,6 +234,7 @@ def test_real_clip_csv_rows_equal_decoded_frames(client, media):
     assert f"**{n} frames**" in summary and "1 face track" in summary
     from mer.spotting import INTERVAL_COLUMNS
     assert list(iv["headers"]) == INTERVAL_COLUMNS  # the batch tool's intervals.csv columns
+    assert {"type", "class", "prob"} <= set(iv["headers"])
     assert plot["type"] == "plotly" and "face 0" in plot["plot"]
     pv = decord.VideoReader(preview)
     assert len(pv) == n
@@ -285,6 +286,28 @@ def presented_frames(path: Path) -> int:
     """Frames a player shows (FFmpeg honours the edit list; decord's count includes hidden ones)."""
     import imageio_ffmpeg
     return imageio_ffmpeg.count_frames_and_secs(str(path))[0]
+
+
+def test_spotted_micro_expression_shown_by_type_and_class(client, media, detector, tmp_path):
+    """A 5-s clip of a real photo with one planted micro-expression (training.synth_long): the
+    intervals table shows it as `micro` with a class of the micro-expression model and its
+    probability, and the timeline labels it the same way."""
+    from training.synth_long import Event, LongConfig, expression, load_faces, render_video
+    from mer.predict import MICRO_CHECKPOINT
+    import json
+    face = load_faces(media / "single_face.jpg", detector)[0]
+    rng = np.random.default_rng(3)
+    events = [expression("micro", 2.0, 0.36, 4.0, "Surprise", rng), Event("blink", 3.6, 3.8, 3.7, 1.0)]
+    clip = render_video(tmp_path / "micro.mp4", face, events, LongConfig(seconds=5.0, fps=30.0),
+                        np.random.default_rng(1))
+    summary, preview, plot, iv, csv = analyze(client, clip)
+    rows = [dict(zip(iv["headers"], r)) for r in iv["data"]]
+    assert len(rows) == 1, rows
+    r = rows[0]
+    micro_classes = json.loads(MICRO_CHECKPOINT.with_suffix(".json").read_text())["classes"]
+    assert r["type"] == "micro" and r["class"] in micro_classes and 0 < float(r["prob"]) <= 1, r
+    assert f"micro {r['class']}" in plot["plot"]  # the timeline's label for the interval
+    assert "**1 spotted interval(s)**" in summary
 
 
 def test_no_face_and_one_frame_clips(client, media, tmp_path):

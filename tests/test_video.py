@@ -35,16 +35,15 @@ def test_iou_and_tracker_keep_ids():
 
 
 def test_spot_finds_a_short_bump_and_rejects_a_long_one():
-    n, fps = 100, 25.0
+    n, fps = 150, 25.0
     t = np.arange(n) / fps
-    score = np.full(n, 0.01)
+    score = np.full(n, 0.01) + 0.001 * np.sin(np.arange(n))
     score[40:45] = 0.2                                   # 0.2 s: a micro-expression
     score[70:95] = 0.25                                  # 1.0 s: a macro-expression, over 1/2 s
-    probs = np.tile([0.1, 0.9], (n, 1))
-    out = spot(np.arange(n), t, t + 1 / fps, score, probs, ["A", "B"], 3, SpotConfig(k=0.3))
-    assert [(o["onset_frame"], o["offset_frame"]) for o in out] == [(40, 44)]
-    assert out[0]["class"] == "B" and out[0]["face_id"] == 3 and 40 <= out[0]["apex_frame"] <= 44
-    assert spot(np.arange(n), t, t, np.zeros(n), probs, ["A", "B"], 0) == []   # flat: nothing
+    out = spot(np.arange(n), t, t + 1 / fps, score, 3, SpotConfig(pad_s=0, smooth_s=0))
+    assert [(o["type"], o["onset_frame"], o["offset_frame"]) for o in out] == [("micro", 40, 44), ("macro", 70, 94)]
+    assert out[0]["face_id"] == 3 and 40 <= out[0]["apex_frame"] <= 44
+    assert spot(np.arange(n), t, t, np.zeros(n), 0) == []   # flat: nothing
 
 
 def test_analyze_single_face_clip(media, predictor):
@@ -195,12 +194,13 @@ def test_half_downloaded_file_is_analysed_as_far_as_it_decodes(generated, predic
 
 
 @pytest.mark.parametrize("isolate", [False, True])
-def test_missing_index_and_audio_only_say_so(generated, isolate):
-    from mer.decode import VideoError, open_source
+def test_missing_index_and_audio_only_say_so(generated, predictor, isolate):
+    from mer.video import VideoError, VideoSettings, analyze_video
+    s = VideoSettings(isolate_decoder=True) if isolate else None
     with pytest.raises(VideoError, match=r"plain_half.mp4: the file's index \(MP4 'moov' atom\) is missing"):
-        open_source(generated["plain_half"], isolate=isolate)
+        analyze_video(generated["plain_half"], predictor, s)
     with pytest.raises(VideoError, match=r"audio.mp4: no video stream"):
-        open_source(generated["audio"], isolate=isolate)
+        analyze_video(generated["audio"], predictor, s)
 
 
 def test_isolated_decoder_crash_hang_and_memory_cap(generated):

@@ -36,7 +36,11 @@ def parser() -> argparse.ArgumentParser:
       help="random-frames is the original's LEAKY split, kept only for comparison")
     a("--out", required=True, help="run folder")
     a("--epochs", type=int, default=None); a("--lr", type=float, default=None)
-    a("--weight-decay", type=float, default=None); a("--batch-size", type=int, default=None)
+    a("--weight-decay", type=float, default=None)
+    a("--batch-size", type=int, default=None,
+      help="samples per step; default: the arch's recipe (16 for the seed nets, as in the original). Larger "
+           "batches (64-256) keep a GPU busy and train several times more samples/s, but they are another "
+           "recipe (fewer, larger steps; scale --lr with them): scores are then not comparable with the default's")
     a("--size", type=int, default=None, help="input side in pixels (arch default)")
     a("--color", default="gray", choices=["gray", "rgb"])
     a("--frame-step", type=int, default=1, help="frames input: use every n-th frame")
@@ -44,6 +48,10 @@ def parser() -> argparse.ArgumentParser:
     a("--folds", type=int, default=5, help="kfold-subject: number of folds")
     a("--test-size", type=float, default=0.2, help="random-frames: test fraction")
     a("--seed", type=int, default=0)
+    a("--init", default="scratch",
+      help="scratch (random weights), fer2013 (mini_xception / mini_xception_cbam start from the shipped FER2013 "
+           "macro-expression weights: every backbone tensor loaded, a new classifier for the label set, CBAM "
+           "fresh), or a .safetensors checkpoint to start from the same way")
     a("--class-weights", action="store_true", help="inverse-frequency class weights in the loss")
     a("--no-augment", dest="augment", action="store_false")
     a("--early-stopping", type=int, default=0, metavar="PATIENCE",

@@ -62,6 +62,17 @@ def cache_key(clips, input, size, color, frame_step, flow_third) -> str:
     return h.hexdigest()[:16]
 
 
+def clips_fingerprint(clips) -> dict:
+    """What a run folder's finished folds depend on: every clip's subject, name, label, apex and
+    frames (names and byte sizes). Any change in the dataset changes `sha1`."""
+    h = hashlib.sha1()
+    for c in clips:
+        h.update(json.dumps([c.group, c.clip, c.label, c.apex]).encode())
+        for f in c.frames:
+            h.update(f"{Path(f).name}:{Path(f).stat().st_size}".encode())
+    return {"sha1": h.hexdigest(), "n": len(clips), "subjects": len({c.group for c in clips})}
+
+
 def build_inputs(clips, classes, input: str = "apex", size: int = 128, color: str = "gray",
                  frame_step: int = 1, flow_third: str = "magnitude", detector: FaceDetector | None = None,
                  cache_dir: str | Path | None = None, progress: bool = True) -> Samples:

@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from mer.report import atomic_write, write_plotly_js
+from mer.report import atomic_write, write_csv, write_plotly_js
 
 from .protocols import LEAKY
 
 
 def write_predictions(df: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, df.to_csv(index=False))
+    """Atomic, text cells escaped against spreadsheet formula injection (mer.report.write_csv)."""
+    write_csv(df, path)
 
 
 def confusion_png(cm, classes, path: Path, title: str) -> None:
@@ -71,23 +72,30 @@ def write_markdown(path: Path, cfg: dict, metrics: dict, folds: list[dict], clas
               f"- Labels: {cfg['labels']} ({', '.join(classes)})",
               f"- Training: {cfg['epochs']} epochs, Adam lr {cfg['lr']}, weight decay {cfg['weight_decay']}, "
               f"batch {cfg['batch_size']}, input {cfg['size']}x{cfg['size']} {cfg['color'] if cfg['input'] != 'flow' else 'flow'}, "
-              f"seed {cfg['seed']}" + (f", early stopping (patience {cfg['early_stopping']}, validation by subject)"
+              f"seed {cfg['seed']}, init {cfg.get('init', 'scratch')}" + (f", early stopping (patience {cfg['early_stopping']}, validation by subject)"
                                        if cfg['early_stopping'] else ", fixed epochs (no model selection on test folds)"),
               f"- Command: `{command}`", "",
               "| metric | value |", "|---|---|"]
+    how = "pooled" if proto not in LEAKY else "leaky split"
+    unit = ("per clip: mean of its frames' probabilities" if "frame_level" in metrics else "per clip")
     for k in ("uf1", "uar", "acc"):
-        lines.append(f"| {k.upper()} ({'pooled' if proto != 'random-frames' else 'leaky split'}) | {metrics[k]:.4f} |")
-    if "clip_vote" in metrics:
-        cv = metrics["clip_vote"]
-        lines.append(f"| UF1 / UAR per clip (mean of frame probabilities) | {cv['uf1']:.4f} / {cv['uar']:.4f} |")
-    lines += ["", "Per-class F1 (support):", ""]
+        lines.append(f"| **{k.upper()}** ({how}, {unit}) | **{metrics[k]:.4f}** |")
+    if "frame_level" in metrics:
+        fl = metrics["frame_level"]
+        lines.append(f"| UF1 / UAR / accuracy per frame (each frame counted alone, {fl['n']} frames) "
+                     f"| {fl['uf1']:.4f} / {fl['uar']:.4f} / {fl['acc']:.4f} |")
+    lines += ["", "Per-class F1 (support, clips):", ""]
     lines += [f"- {c}: {metrics['per_class_f1'][c]:.3f} ({metrics['per_class_support'][c]})" for c in classes]
-    lines += ["", "Confusion matrix (rows true, columns predicted):", "",
+    lines += ["", "Confusion matrix of clips (rows true, columns predicted):", "",
               "| | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
     for c, row in zip(classes, metrics["confusion"]):
         lines.append(f"| {c} | " + " | ".join(map(str, row)) + " |")
-    lines += ["", "Folds:", "", "| fold | test samples | accuracy |", "|---|---|---|"]
-    lines += [f"| {f['fold']} | {f['n']} | {f['acc']:.3f} |" for f in folds]
-    lines += ["", "Files: `metrics.json`, `predictions.csv`, `confusion.png`, `confusion.html`"
-              + (", `model.safetensors` + `model.json` (trained on all data)" if cfg.get("final", True) else "")]
+    lines += ["", "Folds (accuracy per test sample; epochs kept; flow: std of the fold's training samples):", "",
+              "| fold | test samples | accuracy | epochs | input std |", "|---|---|---|---|---|"]
+    lines += [f"| {f['fold']} | {f['n']} | {f['acc']:.3f} | {f.get('epochs', '')} | "
+              f"{f['std'][0] if f.get('std') else ''} |" for f in folds]
+    lines += ["", "Files: `metrics.json`, `predictions.csv`" + (", `clip_predictions.csv`" if "frame_level" in metrics else "")
+              + ", `confusion.png`, `confusion.html`"
+              + (", `model.safetensors` + `model.json` (trained on all subjects after the evaluation; the scores "
+                 "above are of the fold models)" if cfg.get("final", True) else "")]
     atomic_write(path, "\n".join(lines) + "\n")
