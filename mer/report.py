@@ -117,6 +117,7 @@ def timeline_figure(result, max_faces: int = 4, max_points: int = 4000) -> go.Fi
     """Stacked class probabilities per face (spotted intervals shaded), then face count,
     detection probability and motion score tracks, all against time in seconds."""
     import numpy as np
+    import pandas as pd
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     df, classes = result.frames, list(result.classes)
