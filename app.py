@@ -1,9 +1,11 @@
 """MER workbench app: `python app.py` -> http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT).
 
-Image tab: faces boxed and labelled, per-face probabilities, Grad-CAM overlay, table + JSON.
-Video tab: mer.video.analyze_video + mer.report (the batch tool's code path): H.264 preview,
-timeline, intervals, per-frame CSV. Named API endpoints: /predict_image and /analyze_video.
-Settings are environment variables (see AppSettings). The model is loaded once at start-up.
+A thin shell over `mer`: one small builder per tab, handlers that call mer and turn its results
+and its errors into what gradio shows. Image: mer.predict (+ Grad-CAM, thread-safe in
+mer.gradcam) and mer.render. Video: mer.video + mer.report + mer.encode (the batch tool's code
+path). Live: mer.live (webcam stream, state per viewer). Named API endpoints: /predict_image,
+/analyze_video, /live_frame, /live_stream (the browser's webcam stream) and /load_checkpoint.
+Settings are environment variables (see AppSettings). The models are loaded once at start-up.
 """
 from __future__ import annotations
 
@@ -12,13 +14,12 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
 import atexit
-import copy
 import functools
 import logging
+import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ import plotly.graph_objects as go
 
 from mer.checkpoint import CheckpointError, ModelCard
 from mer.images import ImageError, read_image
+from mer.live import LiveConfig, LiveSession
 from mer.predict import Predictor
 from mer.render import draw_predictions
 
@@ -46,6 +48,7 @@ def _env(name: str, default, cast=str):
 @dataclass
 class AppSettings:
     checkpoint: str | None = field(default_factory=lambda: _env("MER_CHECKPOINT", None))
+    micro_checkpoint: str | None = field(default_factory=lambda: _env("MER_MICRO_CHECKPOINT", None))
     device: str = field(default_factory=lambda: _env("MER_DEVICE", "auto"))
     max_file_size: str = field(default_factory=lambda: _env("MER_MAX_FILE_SIZE", "100mb"))
     max_video_mb: float = field(default_factory=lambda: _env("MER_MAX_VIDEO_MB", 50.0, float))
@@ -56,94 +59,130 @@ class AppSettings:
     max_display_side: int = 1600    # the annotated image is shrunk to this for the browser
     concurrency: int = field(default_factory=lambda: _env("MER_CONCURRENCY", 2, int))
     queue_size: int = field(default_factory=lambda: _env("MER_QUEUE_SIZE", 32, int))
+    live_every: float = field(default_factory=lambda: _env("MER_LIVE_EVERY", 0.25, float))
+    live_time_limit: int = field(default_factory=lambda: _env("MER_LIVE_TIME_LIMIT", 120, int))
+    live_concurrency: int = field(default_factory=lambda: _env("MER_LIVE_CONCURRENCY", 2, int))
+    decoder_memory_mb: int = field(default_factory=lambda: _env("MER_DECODER_MEMORY_MB", 2048, int))
+    decoder_timeout_s: float = field(default_factory=lambda: _env("MER_DECODER_TIMEOUT_S", 60.0, float))
     server_name: str = field(default_factory=lambda: _env("GRADIO_SERVER_NAME", "127.0.0.1"))
     server_port: int = field(default_factory=lambda: _env("GRADIO_SERVER_PORT", 7860, int))
 
+    def video_settings(self):
+        """Uploads are decoded in a child process (memory cap, timeout): a decoder crash or hang
+        ends the child, not the server."""
+        from mer.video import VideoSettings
+        return VideoSettings(detect_every=self.detect_every, max_duration_s=self.max_video_s,
+                             max_side=self.max_video_side, isolate_decoder=True,
+                             decoder_memory_mb=self.decoder_memory_mb, decoder_timeout_s=self.decoder_timeout_s)
 
+
+@dataclass
 class Model:
-    """A Predictor plus a private copy of its network for Grad-CAM (its hooks must never see a
-    concurrent plain forward pass), used under a lock."""
-
-    def __init__(self, predictor: Predictor, name: str):
-        self.predictor, self.name = predictor, name
-        self.cam = copy.copy(predictor)
-        self.cam.model = copy.deepcopy(predictor.model)
-        self.cam_lock = threading.Lock()
-
-    def predict(self, img: np.ndarray, gradcam: bool):
-        faces = self.predictor.detector.detect([img])[0]
-        if not gradcam:
-            return self.predictor.predict_faces([img], [faces])[0]
-        with self.cam_lock:
-            return self.cam.predict_faces([img], [faces], gradcam=True)[0]
+    """A Predictor and the name shown for it: the default, or one a visitor loaded for a session."""
+    predictor: Predictor
+    name: str
 
 
-def path_image(**kw) -> gr.Image:
-    """gr.Image (filepath) that hands over the uploaded file's path even when PIL cannot open it,
-    so mer.images.read_image can say exactly what is wrong (corrupt, empty, too large, ...).
-    The instance's preprocess is wrapped (a subclass would make gradio write an app.pyi stub)."""
-    img = gr.Image(type="filepath", image_mode=None, **kw)
-    base = img.preprocess
+# ---------------------------------------------------------------- errors
 
-    def preprocess(payload):
-        try:
-            return base(payload)
-        except gr.Error:
-            raise
-        except Exception:
-            if payload is not None and getattr(payload, "path", None):
-                return str(payload.path)
-            raise gr.Error("The image could not be received; try uploading it again.") from None
-    img.preprocess = preprocess
-    return img
+class Refused(Exception):
+    """An expected user error: shown as the message, logged as one line."""
 
 
-# ---------------------------------------------------------------- helpers
+_PATH = re.compile(r"(?:[A-Za-z]:)?[\\/](?:[^\s'\"()\[\]{}<>,;:\\/]+[\\/])+([^\s'\"()\[\]{}<>,;:\\/]*)")
 
-def _friendly(e: Exception, *paths) -> str:
-    """An exception's message with temp-folder paths cut down to file names."""
-    msg = str(e)
-    for p in paths:
-        if p:
-            msg = msg.replace(str(Path(p).parent) + os.sep, "").replace(str(p), Path(p).name)
-    return msg
+
+def scrub_paths(msg: str) -> str:
+    """Absolute paths in a message cut down to their file names."""
+    return _PATH.sub(lambda m: m.group(1) or "…", msg)
 
 
 def user_errors(what: str):
-    """Any exception -> gr.Error with a message (gradio then never shows a trace or a blank)."""
+    """Refused (the handlers turn mer's ImageError/VideoError/CheckpointError into it) -> gr.Error
+    with the message and ONE log line; anything else -> logged with its trace, a sentence without
+    paths for the user. gradio prints no trace of its own for either (print_exception=False)."""
     def deco(fn):
         @functools.wraps(fn)
         def wrapped(*a, **kw):
             try:
                 return fn(*a, **kw)
-            except gr.Error:
-                raise
+            except Refused as e:
+                msg = scrub_paths(str(e))
+                log.warning("%s refused: %s", what, msg)
+            except gr.Error as e:  # from gradio itself (e.g. a failed upload)
+                msg = scrub_paths(str(e.message))
+                log.warning("%s refused: %s", what, msg)
             except MemoryError:
-                raise gr.Error(f"{what}: out of memory; try a smaller input") from None
-            except Exception as e:  # logged with its trace on the server, a sentence for the user
+                msg = f"{what}: out of memory; try a smaller input"
+                log.warning("%s: out of memory", what)
+            except Exception as e:
                 log.exception("%s failed", what)
-                raise gr.Error(f"{what} failed unexpectedly ({type(e).__name__}: {str(e)[:200]})") from None
+                msg = f"{what} failed unexpectedly ({type(e).__name__}: {scrub_paths(str(e))[:200]})"
+            raise gr.Error(msg, print_exception=False)
         return wrapped
     return deco
 
 
-def card_markdown(card: ModelCard, name: str) -> str:
-    synthetic = "synthetic" in (card.trained_on or "").lower()
-    def flat(d, pre=""):
-        for k, v in (d or {}).items():
-            if isinstance(v, dict):
-                yield from flat(v, f"{pre}{k}.")
-            elif isinstance(v, (int, float, str)):
-                yield f"{pre}{k} = {v:.3f}" if isinstance(v, float) else f"{pre}{k} = {v}"
-    metrics = ", ".join(list(flat(card.metrics))[:12]) or "none reported"
-    warn = ("**Trained on SYNTHETIC data: a demo of the pipeline, not a lie detector.** "
-            if synthetic else "")
-    return (f"### Model: `{name}` ({card.arch}, {card.input_mode} {card.input_size[0]}×{card.input_size[1]})\n"
-            f"{warn}Not a clinical, forensic or lie-detection tool.\n\n"
-            f"- **Classes:** {', '.join(card.classes)}\n"
-            f"- **Trained on:** {card.trained_on}\n"
-            f"- **Protocol:** {card.protocol or 'not stated'}\n"
-            f"- **Measured scores:** {metrics}\n")
+def quiet(component, raw_path: bool = False):
+    """Wrap an input component's preprocess: gradio's own refusals (wrong file type, ...) become one
+    log line instead of a traceback; with raw_path, a file gradio cannot open is handed over as its
+    path, so mer can say exactly what is wrong with it (corrupt, empty, too large, ...). The
+    instance is wrapped (a subclass would make gradio write an app.pyi stub)."""
+    base = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return base(payload)
+        except gr.Error as e:
+            msg = scrub_paths(str(e.message))
+            log.warning("upload refused: %s", msg)
+            raise gr.Error(msg, print_exception=False) from None
+        except Exception:
+            if raw_path and payload is not None and getattr(payload, "path", None):
+                return str(payload.path)
+            log.warning("upload refused: %s could not be received", type(component).__name__)
+            raise gr.Error("The file could not be received; try uploading it again.",
+                           print_exception=False) from None
+    component.preprocess = preprocess
+    return component
+
+
+def path_image(**kw) -> gr.Image:
+    """gr.Image (filepath) that hands over the uploaded file's path even when PIL cannot open it."""
+    return quiet(gr.Image(type="filepath", image_mode=None, **kw), raw_path=True)
+
+
+# ---------------------------------------------------------------- presentation helpers
+
+def _scores(d: dict):
+    """A card's top-level scores (per-class breakdowns stay in the card)."""
+    for k, v in (d or {}).items():
+        if isinstance(v, float):
+            yield f"{k} {v:.3g}"
+        elif isinstance(v, (int, str)) and not isinstance(v, bool):
+            yield f"{k} {v}"
+
+
+def model_markdown(role: str, name: str, card: ModelCard) -> str:
+    """What the model is, what it was trained on, what was measured: read from its card."""
+    h, w = card.input_size
+    measured = ", ".join(list(_scores(card.metrics))[:10])
+    if measured and card.protocol:
+        measured += f" (protocol: {card.protocol})"
+    return (f"**{role}:** `{name}` — {card.arch}, {card.input_mode} {h}×{w} face crops → "
+            f"{len(card.classes)} classes ({', '.join(card.classes)})  \n"
+            f"**Trained on:** {card.trained_on}  \n"
+            f"**Measured:** {measured or 'nothing reported in its card'}")
+
+
+def frame_banner(m: Model, own: bool = False) -> str:
+    return model_markdown("Per-frame model" + (" (your session only)" if own else ""), m.name, m.predictor.card)
+
+
+def micro_banner(m: Model | None) -> str:
+    if m is None:
+        return "**Micro-expression model:** none installed (spotted micro intervals are classified by the per-frame model)"
+    return model_markdown("Micro-expression model (classifies spotted micro intervals)", m.name, m.predictor.card)
 
 
 def bar_figure(preds, classes) -> go.Figure:
@@ -154,6 +193,13 @@ def bar_figure(preds, classes) -> go.Figure:
                       margin=dict(l=40, r=10, t=30, b=30), template="plotly_white",
                       title="no faces" if not preds else "class probabilities per face")
     return fig
+
+
+def faces_table(preds, classes) -> pd.DataFrame:
+    rows = [{"face": i, "top_class": p.top_class, "top_prob": round(p.top_prob, 4),
+             "det_prob": round(float(p.face.prob), 4), "box": ", ".join(f"{v:.0f}" for v in p.face.box),
+             **{c: round(p.probs[c], 4) for c in classes}} for i, p in enumerate(preds)]
+    return pd.DataFrame(rows, columns=["face", "top_class", "top_prob", "det_prob", "box", *classes])
 
 
 def _shrink(img: np.ndarray, side: int) -> np.ndarray:
@@ -179,180 +225,251 @@ class Workdir:
         return Path(tempfile.mkdtemp(dir=self.root))
 
 
-# ---------------------------------------------------------------- the app
+# ---------------------------------------------------------------- handlers (each a call into mer)
 
-def build_app(model: Model, settings: AppSettings) -> gr.Blocks:
-    from mer.encode import PreviewWriter
-    from mer.report import timeline_figure, write_csv
-    from mer.video import VideoError, VideoSettings, analyze_video, open_video
-    work = Workdir()
+class Workbench:
+    def __init__(self, model: Model, settings: AppSettings, micro: Model | None = None):
+        self.model, self.micro, self.settings = model, micro, settings
+        self.work = Workdir()
+        self.live_config = LiveConfig()
 
-    def current(session: Model | None) -> Model:
-        return session if session is not None else model
+    def current(self, session: Model | None) -> Model:
+        return session if session is not None else self.model
 
     @user_errors("Image prediction")
-    def predict_image(image, gradcam: bool, session: Model | None):
+    def predict_image(self, image, gradcam: bool, session: Model | None):
         if image is None:
-            raise gr.Error("No image: upload, paste or take a webcam photo first.")
-        m = current(session)
+            raise Refused("No image: upload, paste or take a webcam photo first.")
+        m = self.current(session)
         try:
             img = read_image(image)
         except ImageError as e:
-            raise gr.Error(f"Cannot use this image: {_friendly(e, image)}") from None
-        preds = m.predict(img, bool(gradcam))
+            raise Refused(f"Cannot use this image: {e}") from None
+        preds = m.predictor.predict(img, gradcam=bool(gradcam))
         classes = m.predictor.classes
-        shown = _shrink(draw_predictions(img, preds, gradcam=bool(gradcam)), settings.max_display_side)
-        rows = [{"face": i, "top_class": p.top_class, "top_prob": round(p.top_prob, 4),
-                 "det_prob": round(float(p.face.prob), 4),
-                 "box": ", ".join(f"{v:.0f}" for v in p.face.box),
-                 **{c: round(p.probs[c], 4) for c in classes}} for i, p in enumerate(preds)]
-        table = pd.DataFrame(rows, columns=["face", "top_class", "top_prob", "det_prob", "box", *classes])
+        shown = _shrink(draw_predictions(img, preds, gradcam=bool(gradcam)), self.settings.max_display_side)
         msg = (f"**{len(preds)} face{'s' if len(preds) != 1 else ''}** found ({img.shape[1]}×{img.shape[0]} px)"
                if preds else f"**No face found** in this {img.shape[1]}×{img.shape[0]} image "
                              "(faces smaller than about 20 px or turned away are not detected).")
         result = {"checkpoint": m.name, "classes": classes, "n_faces": len(preds), "width": img.shape[1],
                   "height": img.shape[0], "faces": [p.to_dict() for p in preds]}
-        return shown, msg, bar_figure(preds, classes), table, result
+        return shown, msg, bar_figure(preds, classes), faces_table(preds, classes), result
+
+    def toggle_cam(self, image, gradcam: bool, session: Model | None):
+        """The Grad-CAM checkbox re-runs the prediction when there is an image."""
+        if image is None:
+            return [gr.skip()] * 5
+        return self.predict_image(image, gradcam, session)
 
     @user_errors("Video analysis")
-    def analyze(video, session: Model | None, progress=gr.Progress()):
+    def analyze_video(self, video, session: Model | None, progress=gr.Progress()):
+        from mer.encode import PreviewWriter
+        from mer.report import timeline_figure, write_csv
+        from mer.video import VideoError, analyze_video
+        s = self.settings
         if video is None:
-            raise gr.Error("No video: upload a clip first.")
-        m, path = current(session), Path(video)
+            raise Refused("No video: upload a clip first.")
+        m, path = self.current(session), Path(video)
         mb = path.stat().st_size / 2**20
-        if mb > settings.max_video_mb:
-            raise gr.Error(f"The clip is {mb:.1f} MB; this app accepts clips up to "
-                           f"{settings.max_video_mb:g} MB (MER_MAX_VIDEO_MB).")
-        try:
-            vr = open_video(path)
-            h, w = vr[0].shape[:2]
-        except VideoError as e:
-            raise gr.Error(f"Cannot analyse this clip: {e}") from None
-        except Exception as e:
-            raise gr.Error(f"Cannot analyse this clip: {path.name}: the first frame cannot be decoded "
-                           f"({_friendly(e, path)[:160]})") from None
-        if max(h, w) > settings.max_video_side:
-            raise gr.Error(f"The clip is {w}×{h}; this app accepts up to {settings.max_video_side} px on "
-                           f"the longer side (MER_MAX_VIDEO_SIDE). Downscale it first.")
-        del vr
-        vs = VideoSettings(detect_every=settings.detect_every, max_duration_s=settings.max_video_s)
+        if mb > s.max_video_mb:
+            raise Refused(f"{path.name}: the clip is {mb:.1f} MB; this app accepts clips up to "
+                          f"{s.max_video_mb:g} MB (MER_MAX_VIDEO_MB).")
         progress(0, desc="decoding")
-        out = work.new()
-        preview = out / f"{path.stem}.preview.mp4"  # written during the analysis (one decode)
-        try:
-            res = analyze_video(path, m.predictor, vs, preview=PreviewWriter(preview, settings.preview_side),
+        out = self.work.new()
+        preview = PreviewWriter(out / f"{path.stem}.preview.mp4", s.preview_side)  # written on the way
+        try:  # decoded in a child process with a memory cap and a timeout (mer.decode)
+            res = analyze_video(path, m.predictor, s.video_settings(), preview=preview,
+                                micro_predictor=self.micro.predictor if self.micro else False,
                                 progress=lambda d, t: progress((d, t), desc="analysing", unit="frames"))
         except VideoError as e:
-            msg = str(e).replace(f"limit of {settings.max_video_s:g} s",
-                                 f"limit of {settings.max_video_s:g} s (MER_MAX_VIDEO_S)")
-            raise gr.Error(f"Cannot analyse this clip: {msg}") from None
+            raise Refused(f"Cannot analyse this clip: {limits_named(str(e), s)}") from None
         progress(1.0, desc="writing the CSV")
         csv = write_csv(res.frames, out / f"{path.stem}.frames.csv")
-        info = res.info
-        notes = []
-        if info["n_faces"] == 0:
-            notes.append(f"**No face found** in any of the {info['n_frames']} frames: nothing to classify "
-                         "(the CSV still has one row per frame).")
-        if info["n_frames"] < 2:
-            notes.append("**Only one frame:** there is no motion to spot intervals in; the frame is "
-                         "classified on its own.")
-        summary = (f"**{info['n_frames']} frames**, {info['duration_s']:.2f} s at {info['fps']:.2f} fps, "
-                   f"{info['width']}×{info['height']}; **{info['n_faces']} face track(s)**, "
-                   f"dominant class: {info['dominant_class'] or '—'}; "
-                   f"**{info['n_intervals']} spotted interval(s)**. Model: `{m.name}`.\n\n" + "\n\n".join(notes))
-        iv = res.intervals.copy()
-        return summary, str(preview), timeline_figure(res), iv, str(csv)
+        return video_summary(res.info, m.name), str(preview.path), timeline_figure(res), res.intervals, str(csv)
+
+    @user_errors("Live analysis")
+    def live_frame(self, frame, live: LiveSession | None, session: Model | None):
+        """One webcam frame (or an uploaded image, for API clients) -> annotated frame, JSON, state."""
+        if frame is None:
+            raise Refused("No frame: start the webcam (or send an image).")
+        live = live if isinstance(live, LiveSession) else LiveSession(self.live_config)
+        m = self.current(session)
+        try:
+            out = live.step(frame, m.predictor)
+        except ImageError as e:
+            raise Refused(f"Cannot use this frame: {e}") from None
+        return out.image, {"checkpoint": m.name, **out.to_dict()}, live
 
     @user_errors("Loading the checkpoint")
-    def load_own(weights, card_file):
+    def load_checkpoint(self, weights, card_file):
         if weights is None:
-            raise gr.Error("Choose a .safetensors weights file first.")
+            raise Refused("Choose a .safetensors weights file first.")
         w = Path(weights)
         if w.suffix.lower() != ".safetensors":
-            raise gr.Error(f"{w.name}: expected a .safetensors file (pickled .pt/.pth files are not "
-                           "accepted from uploads)")
-        d = work.new()
+            raise Refused(f"{w.name}: expected a .safetensors file (pickled .pt/.pth files are not "
+                          "accepted from uploads)")
+        d = self.work.new()
         dst = d / "uploaded.safetensors"
         shutil.copyfile(w, dst)
         if card_file is not None:
             shutil.copyfile(card_file, d / "uploaded.json")
+        base = self.model.predictor
         try:
-            pred = Predictor(dst, device=model.predictor.device, detector=model.predictor.detector)
+            pred = Predictor(dst, device=base.device, detector=base.detector)
         except CheckpointError as e:
             msg = str(e).replace(str(dst), w.name).replace(str(d / "uploaded.json"),
                                                           Path(card_file).name if card_file else "card")
-            raise gr.Error(f"Checkpoint refused: {msg}") from None
+            raise Refused(f"Checkpoint refused: {msg}") from None
         if pred.card.input_mode == "flow":
-            raise gr.Error(f"Checkpoint refused: {w.name} classifies optical flow between frames, "
-                           "not single face images; this app needs an rgb or gray model")
+            raise Refused(f"Checkpoint refused: {w.name} classifies optical flow between frames, "
+                          "not single face images; this app needs an rgb or gray model")
         own = Model(pred, w.name)
-        return own, card_markdown(pred.card, f"{w.name} (your session only)")
+        return own, frame_banner(own, own=True)
 
-    def toggle_cam(image, gradcam: bool, session: Model | None):
-        """The Grad-CAM checkbox re-runs the prediction when there is an image."""
-        if image is None:
-            return [gr.skip()] * 5
-        return predict_image(image, gradcam, session)
+    def reset_model(self):
+        return None, frame_banner(self.model)
 
-    def reset_own():
-        return None, card_markdown(model.predictor.card, model.name)
 
+def limits_named(msg: str, s: AppSettings) -> str:
+    """mer.video's limit messages with the setting that changes each limit."""
+    return (msg.replace(f"limit of {s.max_video_s:g} s", f"limit of {s.max_video_s:g} s (MER_MAX_VIDEO_S)")
+            .replace(f"limit of {s.max_video_side} px on the longer side",
+                     f"limit of {s.max_video_side} px on the longer side (MER_MAX_VIDEO_SIDE); downscale it first")
+            .replace(f"(its limit is {s.decoder_memory_mb} MB)", f"(its limit is {s.decoder_memory_mb} MB, "
+                     "MER_DECODER_MEMORY_MB)"))
+
+
+def video_summary(info: dict, name: str) -> str:
+    notes = []
+    if info.get("partial"):
+        notes.append(f"**Partly analysed:** {info['partial']}")
+    if info["n_faces"] == 0:
+        notes.append(f"**No face found** in any of the {info['n_frames']} frames: nothing to classify "
+                     "(the CSV still has one row per frame).")
+    if info["n_frames"] < 2:
+        notes.append("**Only one frame:** there is no motion to spot intervals in; the frame is "
+                     "classified on its own.")
+    return (f"**{info['n_frames']} frames**, {info['duration_s']:.2f} s at {info['fps']:.2f} fps, "
+            f"{info['width']}×{info['height']}; **{info['n_faces']} face track(s)**, "
+            f"dominant class: {info['dominant_class'] or '—'}; "
+            f"**{info['n_intervals']} spotted interval(s)**. Model: `{name}`.\n\n" + "\n\n".join(notes))
+
+
+# ---------------------------------------------------------------- one builder per tab
+
+def image_tab(wb: Workbench, session: gr.State) -> None:
+    with gr.Tab("Image", id="image"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                img_in = path_image(sources=["upload", "clipboard", "webcam"],
+                                    label="Photo (upload, paste or webcam)", elem_id="image-input")
+                cam = gr.Checkbox(label="Grad-CAM overlay (where the network looked)", value=False)
+                btn = gr.Button("Predict", variant="primary", elem_id="predict-image")
+            with gr.Column(scale=1):
+                img_out = gr.Image(label="Faces", type="numpy", format="jpeg", elem_id="image-output")
+                msg = gr.Markdown(elem_id="image-message")
+        plot = gr.Plot(label="Class probabilities per face", elem_id="image-plot")
+        table = gr.Dataframe(label="Per-face results", interactive=False)
+        js = gr.JSON(label="JSON")
+        ex = sorted(EXAMPLES.glob("*.jpg"))
+        if ex:
+            gr.Examples([[str(p), False] for p in ex], [img_in, cam])
+        outs = [img_out, msg, plot, table, js]
+        btn.click(wb.predict_image, [img_in, cam, session], outs, api_name="predict_image")
+        cam.change(wb.toggle_cam, [img_in, cam, session], outs, api_name=False)
+
+
+def video_tab(wb: Workbench, session: gr.State) -> None:
+    s = wb.settings
+    with gr.Tab("Video", id="video"):
+        gr.Markdown(f"Clips up to {s.max_video_mb:g} MB, {s.max_video_s:g} s and {s.max_video_side} px on the "
+                    "longer side. Same analysis and CSV as the batch tool (`python -m batch`).")
+        with gr.Row():
+            with gr.Column(scale=1):
+                vid_in = quiet(gr.Video(sources=["upload"], label="Clip", elem_id="video-input"))
+                btn = gr.Button("Analyse", variant="primary", elem_id="analyze-video")
+            with gr.Column(scale=1):
+                vid_out = gr.Video(label="Annotated preview (H.264)", elem_id="video-output")
+        msg = gr.Markdown(elem_id="video-message")
+        plot = gr.Plot(label="Timeline per face (spotted intervals by type and class)", elem_id="video-plot")
+        iv = gr.Dataframe(label="Spotted intervals", interactive=False, elem_id="video-intervals")
+        csv = gr.File(label="Per-frame CSV")
+        exv = sorted(EXAMPLES.glob("*.mp4"))
+        if exv:
+            gr.Examples([[str(p)] for p in exv], [vid_in])
+        btn.click(wb.analyze_video, [vid_in, session], [msg, vid_out, plot, iv, csv], api_name="analyze_video")
+
+
+def live_tab(wb: Workbench, session: gr.State) -> None:
+    s, c = wb.settings, wb.live_config
+    with gr.Tab("Live", id="live"):
+        gr.Markdown(f"Your webcam, a frame every {s.live_every:g} s: faces, class and a rolling motion score "
+                    f"(mean over {c.window_s:g} s of each face's change against {c.ref_s:g} s earlier). "
+                    f"A stream runs up to {s.live_time_limit} s; {s.live_concurrency} streams at once, "
+                    "later ones wait in the queue. Frames are analysed in memory and not kept.")
+        live = gr.State(None, time_to_live=600)
+        with gr.Row():
+            cam = gr.Image(sources=["webcam"], type="numpy", streaming=True, label="Webcam", elem_id="live-input")
+            out = gr.Image(label="Faces", type="numpy", format="jpeg", elem_id="live-output")
+        js = gr.JSON(label="This frame", elem_id="live-json")
+        limits = dict(concurrency_limit=s.live_concurrency, concurrency_id="live")
+        cam.stream(wb.live_frame, [cam, live, session], [out, js, live], stream_every=s.live_every,
+                   time_limit=s.live_time_limit, show_progress="hidden", api_name="live_stream", **limits)
+        # the same step for API clients, one frame per call (gradio_client cannot read a stream);
+        # the state (tracks, rolling score) lives in the client's session
+        frame = path_image(visible=False)
+        gr.Button(visible=False).click(wb.live_frame, [frame, live, session], [out, js, live],
+                                       api_name="live_frame", **limits)
+
+
+def model_tab(wb: Workbench, session: gr.State, banner: gr.Markdown) -> None:
+    with gr.Tab("Model", id="model"):
+        gr.Markdown("Load your own per-frame checkpoint for **this browser session only** (`.safetensors` "
+                    "written by `mer.save_checkpoint`, plus its `.json` model card if the card is not "
+                    "embedded). It is validated; a wrong file is refused with the reason.")
+        w_in = quiet(gr.File(label="weights (.safetensors)", file_types=[".safetensors"], type="filepath"))
+        c_in = quiet(gr.File(label="model card (.json, optional)", file_types=[".json"], type="filepath"))
+        with gr.Row():
+            load = gr.Button("Load for my session", variant="primary")
+            reset = gr.Button("Back to the default model")
+        load.click(wb.load_checkpoint, [w_in, c_in], [session, banner], api_name="load_checkpoint")
+        reset.click(wb.reset_model, None, [session, banner], api_name=False)
+
+
+def build_app(model: Model, settings: AppSettings, micro: Model | None = None) -> gr.Blocks:
+    wb = Workbench(model, settings, micro)
     with gr.Blocks(title="MER workbench", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         session = gr.State(None, time_to_live=3600)  # an uploaded model lives 1 h without use
-        gr.Markdown("# MER workbench: micro-expression recognition demo")
-        banner = gr.Markdown(card_markdown(model.predictor.card, model.name), elem_id="model-card")
+        gr.Markdown("# MER workbench: micro-expression recognition demo\n"
+                    "Not a clinical, forensic or lie-detection tool.")
+        with gr.Row(equal_height=False):
+            banner = gr.Markdown(frame_banner(model), elem_id="model-card")
+            gr.Markdown(micro_banner(micro), elem_id="micro-model-card")
         with gr.Tabs():
-            with gr.Tab("Image", id="image"):
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        img_in = path_image(sources=["upload", "clipboard", "webcam"],
-                                          label="Photo (upload, paste or webcam)", elem_id="image-input")
-                        cam = gr.Checkbox(label="Grad-CAM overlay (where the network looked)", value=False)
-                        img_btn = gr.Button("Predict", variant="primary", elem_id="predict-image")
-                    with gr.Column(scale=1):
-                        img_out = gr.Image(label="Faces", type="numpy", format="jpeg", elem_id="image-output")
-                        img_msg = gr.Markdown(elem_id="image-message")
-                img_plot = gr.Plot(label="Class probabilities per face", elem_id="image-plot")
-                img_table = gr.Dataframe(label="Per-face results", interactive=False)
-                img_json = gr.JSON(label="JSON")
-                ex = sorted(EXAMPLES.glob("*.jpg"))
-                if ex:
-                    gr.Examples([[str(p), False] for p in ex], [img_in, cam])
-                img_btn.click(predict_image, [img_in, cam, session],
-                              [img_out, img_msg, img_plot, img_table, img_json], api_name="predict_image")
-                cam.change(toggle_cam, [img_in, cam, session], [img_out, img_msg, img_plot, img_table, img_json],
-                           api_name=False)
-            with gr.Tab("Video", id="video"):
-                gr.Markdown(f"Clips up to {settings.max_video_mb:g} MB, {settings.max_video_s:g} s and "
-                            f"{settings.max_video_side} px on the longer side. Same analysis and CSV as "
-                            "the batch tool (`python -m batch`).")
-                with gr.Row():
-                    with gr.Column(scale=1):
-                        vid_in = gr.Video(sources=["upload"], label="Clip", elem_id="video-input")
-                        vid_btn = gr.Button("Analyse", variant="primary", elem_id="analyze-video")
-                    with gr.Column(scale=1):
-                        vid_out = gr.Video(label="Annotated preview (H.264)", elem_id="video-output")
-                vid_msg = gr.Markdown(elem_id="video-message")
-                vid_plot = gr.Plot(label="Timeline per face (spotted intervals shaded)", elem_id="video-plot")
-                vid_iv = gr.Dataframe(label="Spotted intervals", interactive=False)
-                vid_csv = gr.File(label="Per-frame CSV")
-                exv = sorted(EXAMPLES.glob("*.mp4"))
-                if exv:
-                    gr.Examples([[str(p)] for p in exv], [vid_in])
-                vid_btn.click(analyze, [vid_in, session], [vid_msg, vid_out, vid_plot, vid_iv, vid_csv],
-                              api_name="analyze_video")
-            with gr.Tab("Model", id="model"):
-                gr.Markdown("Load your own checkpoint for **this browser session only** (`.safetensors` "
-                            "written by `mer.save_checkpoint`, plus its `.json` model card if the card is "
-                            "not embedded). It is validated; a wrong file is refused with the reason.")
-                w_in = gr.File(label="weights (.safetensors)", file_types=[".safetensors"], type="filepath")
-                c_in = gr.File(label="model card (.json, optional)", file_types=[".json"], type="filepath")
-                with gr.Row():
-                    load_btn = gr.Button("Load for my session", variant="primary")
-                    reset_btn = gr.Button("Back to the default model")
-                load_btn.click(load_own, [w_in, c_in], [session, banner], api_name="load_checkpoint")
-                reset_btn.click(reset_own, None, [session, banner], api_name=False)
+            image_tab(wb, session)
+            video_tab(wb, session)
+            live_tab(wb, session)
+            model_tab(wb, session, banner)
     return demo
+
+
+def load_models(s: AppSettings) -> tuple[Model, Model | None]:
+    """The per-frame model (MER_CHECKPOINT or the shipped default) and the micro-expression model
+    (MER_MICRO_CHECKPOINT or the shipped one, when mer ships one)."""
+    predictor = Predictor(s.checkpoint, device=s.device)
+    predictor.detector  # build MTCNN now, not on the first request
+    micro_path = s.micro_checkpoint
+    if micro_path is None:
+        try:
+            from mer.predict import micro_checkpoint
+            micro_path = micro_checkpoint()
+        except (ImportError, CheckpointError):
+            micro_path = None
+    micro = None
+    if micro_path is not None:
+        mp = Predictor(micro_path, device=predictor.device, detector=predictor.detector)
+        micro = Model(mp, Path(mp.checkpoint).name)
+    return Model(predictor, Path(predictor.checkpoint).name), micro
 
 
 def main() -> None:
@@ -362,14 +479,14 @@ def main() -> None:
     s = AppSettings()
     t0 = time.perf_counter()
     try:
-        predictor = Predictor(s.checkpoint, device=s.device)
+        model, micro = load_models(s)
     except CheckpointError as e:
-        sys.exit(f"app.py: cannot load the model: {e}\n(set MER_CHECKPOINT to a .safetensors checkpoint)")
-    predictor.detector  # build MTCNN now, not on the first request
-    name = Path(predictor.checkpoint).name
-    demo = build_app(Model(predictor, name), s)
+        sys.exit(f"app.py: cannot load the model: {e}\n(set MER_CHECKPOINT / MER_MICRO_CHECKPOINT to a "
+                 ".safetensors checkpoint)")
+    demo = build_app(model, s, micro)
     demo.queue(max_size=s.queue_size, default_concurrency_limit=s.concurrency)
-    log.info("model %s on %s loaded in %.1f s", name, predictor.device, time.perf_counter() - t0)
+    log.info("model %s%s on %s loaded in %.1f s", model.name, f" + {micro.name}" if micro else "",
+             model.predictor.device, time.perf_counter() - t0)
     demo.launch(server_name=s.server_name, server_port=s.server_port, share=False, show_error=False,
                 max_file_size=s.max_file_size, ssr_mode=False, footer_links=["api"],
                 state_session_capacity=200)  # bounded memory for per-session models

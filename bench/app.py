@@ -3,7 +3,7 @@
     python bench/app.py [--n 30] [--photo PATH] [--seconds 10]
 
 Prints start-up time (process start -> page served), p50/p95 latency of /predict_image with and
-without Grad-CAM, and /analyze_video wall time as a multiple of the clip's duration for a generated
+without Grad-CAM and of /live_frame (the webcam tab's per-frame step, one client), and /analyze_video wall time as a multiple of the clip's duration for a generated
 640x360 25 fps clip of the public-domain astronaut (target: a 10 s clip in under 10 s on CPU,
 i.e. ratio < 1), plus the ratio with the in-process mer.video.analyze_video alone (no upload,
 preview encoding or CSV) in the same run."""
@@ -98,6 +98,14 @@ def main() -> None:
                 lat.append(time.perf_counter() - t)
             print(f"/predict_image gradcam={cam!s:5}: p50 {pct(lat, 50):6.0f} ms  p95 {pct(lat, 95):6.0f} ms"
                   f"  (n={args.n}, {Path(args.photo).name})")
+        lat = []
+        for k in range(args.n + 1):
+            t = time.perf_counter()
+            c.predict(handle_file(args.photo), api_name="/live_frame")
+            if k:  # the first call builds the live detector
+                lat.append(time.perf_counter() - t)
+        print(f"/live_frame                 : p50 {pct(lat, 50):6.0f} ms  p95 {pct(lat, 95):6.0f} ms"
+              f"  (n={args.n}, {Path(args.photo).name}; a webcam stream sends one every MER_LIVE_EVERY s)")
         clip = make_clip(tmp / "clip10s.mp4", args.seconds)
         t = time.perf_counter()
         summary = c.predict(handle_file(str(clip)), api_name="/analyze_video")[0]
@@ -108,21 +116,20 @@ def main() -> None:
         proc.terminate()
         proc.wait(30)
     from mer.predict import Predictor
-    from mer.video import VideoSettings, analyze_video
+    from mer.video import analyze_video
     from app import AppSettings
-    every = AppSettings().detect_every
+    vs = AppSettings().video_settings()  # as the app: detect_every, limits, isolated decoder child
     pred = Predictor(ckpt)
     # Run it in a worker thread, as gradio does: on a busy 2-core machine the main thread's 2-way
     # OpenMP pool was measured ~10x slower than a worker thread's (spin-wait contention).
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(1) as ex:
-        ex.submit(analyze_video, clip, pred, VideoSettings(detect_every=every)).result()  # warm-up
+        ex.submit(analyze_video, clip, pred, vs).result()  # warm-up
         t = time.perf_counter()
-        ex.submit(analyze_video, clip, pred, VideoSettings(detect_every=every)).result()
+        ex.submit(analyze_video, clip, pred, vs).result()
         core_s = time.perf_counter() - t
-    print(f"mer.video.analyze_video alone (detect_every={every}, as the app): {core_s:.1f} s = "
-          f"{core_s / args.seconds:.2f} x clip duration")
-
+    print(f"mer.video.analyze_video alone (detect_every={vs.detect_every}, isolated decoder, as the app): "
+          f"{core_s:.1f} s = {core_s / args.seconds:.2f} x clip duration")
 
 if __name__ == "__main__":
     main()

@@ -6,8 +6,16 @@
 The forward hook is registered on enter and removed on exit. Gradients are taken with
 torch.autograd.grad with respect to the hooked activation only, so nothing accumulates in
 the model's parameters' .grad.
+
+Thread safety: one model may serve plain forward passes and Grad-CAM in several threads at once
+(the app does). The hook records an activation only for the forward pass of the thread that
+entered the `with` block, so a concurrent forward pass in another thread (plain or another
+GradCAM's) never replaces it; grad mode is per thread in torch, and nothing is written to the
+model. No private copy of the network and no lock are needed.
 """
 from __future__ import annotations
+
+import threading
 
 import cv2
 import numpy as np
@@ -26,11 +34,14 @@ class GradCAM:
         self.layer = model.get_submodule(target_layer) if isinstance(target_layer, str) else target_layer
         self._handle = None
         self._act: torch.Tensor | None = None
+        self._thread: int | None = None
 
     def _hook(self, module, inputs, output):
-        self._act = output
+        if threading.get_ident() == self._thread:  # other threads' forward passes are not ours
+            self._act = output
 
     def __enter__(self) -> "GradCAM":
+        self._thread = threading.get_ident()
         self._handle = self.layer.register_forward_hook(self._hook)
         return self
 
@@ -38,15 +49,20 @@ class GradCAM:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-        self._act = None
+        self._act = self._thread = None
 
     def __call__(self, x: torch.Tensor, targets=None) -> tuple[np.ndarray, torch.Tensor]:
         """Returns (heatmaps (N, H, W) float32 in [0, 1], logits (N, C) detached)."""
         if self._handle is None:
             raise RuntimeError("use GradCAM inside a `with` block")
+        if threading.get_ident() != self._thread:
+            raise RuntimeError("call GradCAM in the thread that entered its `with` block")
+        self._act = None
         with torch.enable_grad():
             logits = self.model(x)
             act = self._act
+            if act is None:
+                raise RuntimeError("the target layer was not run by the model's forward pass")
             if targets is None:
                 idx = logits.argmax(1)
             elif isinstance(targets, int):

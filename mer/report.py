@@ -30,6 +30,7 @@ PLOTLY_JS = "plotly.min.js"
 COLORS = ["#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#EECA3B", "#B279A2", "#FF9DA6",
           "#9D755D", "#BAB0AC"]
 _INJECT = ("=", "+", "-", "@", "\t", "\r")
+INTERVAL_COLORS = {"micro": "#E45756", "macro": "#4C78A8"}
 
 
 @contextmanager
@@ -116,6 +117,7 @@ def timeline_figure(result, max_faces: int = 4, max_points: int = 4000) -> go.Fi
     """Stacked class probabilities per face (spotted intervals shaded), then face count,
     detection probability and motion score tracks, all against time in seconds."""
     import numpy as np
+    import pandas as pd
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
     df, classes = result.frames, list(result.classes)
@@ -133,9 +135,12 @@ def timeline_figure(result, max_faces: int = 4, max_points: int = 4000) -> go.Fi
             fig.add_trace(go.Scatter(x=g["time_s"], y=g[f"p_{c}"], name=c, legendgroup=c, mode="lines",
                                      stackgroup=f"f{fid}", line=dict(width=0.5, color=COLORS[k % len(COLORS)]),
                                      showlegend=r == 1), row=r, col=1)
-        for iv in result.intervals[result.intervals["face_id"] == fid].itertuples():
-            fig.add_vrect(x0=iv.onset_s, x1=iv.offset_s, fillcolor="black", opacity=0.18, line_width=0,
-                          row=r, col=1)
+        for _, iv in result.intervals[result.intervals["face_id"] == fid].iterrows():
+            kind = str(iv.get("type", "micro"))  # spotted intervals: colour by type, label with the class
+            label = f"{kind} {'' if pd.isna(iv.get('class')) else iv.get('class')}".strip()
+            fig.add_vrect(x0=iv["onset_s"], x1=iv["offset_s"], fillcolor=INTERVAL_COLORS.get(kind, "black"),
+                          opacity=0.25, line_width=0, annotation_text=html.escape(label),
+                          annotation_position="top left", annotation_font_size=9, row=r, col=1)
         fig.update_yaxes(range=[0, 1], row=r, col=1)
     counts = df.groupby("frame").agg(t=("time_s", "first"), n=("face_id", "count"))
     fig.add_trace(go.Scatter(x=step(counts)["t"], y=step(counts)["n"], name="faces", mode="lines",

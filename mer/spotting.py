@@ -1,85 +1,376 @@
-"""Micro-expression spotting: a per-frame motion score per face -> onset/apex/offset intervals.
+"""Spotting: a per-frame motion score per face track -> micro- and macro-expression intervals.
 
-Score (computed while the video streams, see mer.video): the aligned face crop is turned to
-grayscale at 64x64 and compared with the crop of the same face `ref_s` seconds earlier (a sliding
-reference, as in MEGC's frame-difference baselines): the mean absolute difference in [0, 1].
-The aligned crop removes most head translation/rotation, so what is left is facial movement.
+Score (`MotionScorer`, streaming, memory flat in video length). For each face, every frame's
+aligned face crop (gray, `crop` px, blurred) is compared with the crops `window_s` seconds before
+and after it, found by the frames' real timestamps (right on variable frame rate video):
 
-Spotting (`spot`), per face track:
-1. smooth the score with a centred moving average over `smooth_s` seconds;
-2. threshold = mean + k * (max - mean) (the MEGC spotting threshold; k = `k`, default 0.5);
-3. runs of frames above the threshold, merged when the gap between them is under 1/25 s, become
-   candidate intervals: onset = first frame, offset = last frame, apex = frame of maximum score;
-4. a candidate is kept when its duration (from the real frame timestamps, offset end - onset start)
-   lies within [min_s, max_s] = [1/25 s, 1/2 s]: shorter is noise, longer is a macro-expression.
-The interval's class is the class with the highest mean probability over its frames; its score is
-the smoothed motion at the apex.
+0. the crop is cut from the face's box and landmarks smoothed by a running median over
+   `geometry_s` (a bad detection does not throw it);
+1. each reference crop is registered onto frame t (OpenCV ECC, affine, on the face ellipse), so
+   head translation, rotation, scale and detection jitter do not count as movement;
+2. crops are normalised (mean/std over the face ellipse), so lighting drift does not count;
+3. the absolute difference is masked at the eyes (blinks are not expressions) and outside the face
+   ellipse, averaged in `block`-px blocks, and the mean of the top `top` fraction of blocks is
+   taken (expressions are local: one action unit moves a few blocks);
+4. score(t) = min(difference to t - window_s, difference to t + window_s): high only while the face
+   differs from BOTH sides, so an expression shorter than window_s gives one plateau over its own
+   frames (no side lobes), a lasting change (a new head pose) gives nothing.
+   Near the start and end of a track the track's first / last frame stands in for a reference
+   that does not exist (when at least `min_ref_s` away), otherwise only the other side is used.
+
+The scorer keeps only the crops of the last 2 * window_s seconds per track.
+
+Spotting (`spot`), per track: the score is smoothed over `smooth_s` seconds (real timestamps);
+the threshold is relative to the track's own noise, median + c * 1.4826 * MAD (robust), never
+less than median + `min_rise`, so a still or merely talking face yields nothing; runs above it
+(merged across gaps under `merge_s`) are cut down around their peak to where the score stays at
+or above `rel` x peak, bridging dips shorter than `merge_s` (one expression often scores two
+lobes); a core shorter than `min_s` is a blip, and a core that runs into the track's first or
+last frame (`drop_cut`: only one side of it is seen) is dropped; the core is padded by `pad_s` on
+both sides; the duration from the real timestamps gives the type: up to `micro_max_s` (0.5 s) a
+micro-expression, up to `macro_max_s` a macro-expression, longer runs are dropped. `score` is the
+apex's robust z-score (peak - median) / (1.4826 MAD).
+
+Recognition (`recognize`): each micro interval is classified by the micro-expression model from
+its apex crop, each macro interval by the mean per-frame probabilities over its frames.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import pandas as pd
 
-INTERVAL_COLUMNS = ["face_id", "onset_frame", "apex_frame", "offset_frame", "onset_s", "apex_s",
-                    "offset_s", "class", "score"]
+INTERVAL_COLUMNS = ["face_id", "type", "onset_frame", "apex_frame", "offset_frame", "onset_s", "apex_s",
+                    "offset_s", "class", "prob", "score"]
+TYPES = ("micro", "macro")
 
 
 @dataclass
 class SpotConfig:
-    ref_s: float = 0.2        # sliding reference: compare with the crop this many seconds back
-    smooth_s: float = 0.12    # moving-average window
-    k: float = 0.5            # threshold = mean + k * (max - mean)
-    min_s: float = 1 / 25     # shortest interval kept
-    max_s: float = 1 / 2      # longest interval kept (longer = macro-expression)
-    crop: int = 64            # grayscale crop side used for the score
+    """Defaults: c, min_rise, rel, pad_s, merge_s and min_s chosen with training.spot's grid on 10
+    generated 60-s dev videos of 9 subjects (training.synth_long --seed 7 and --seed 8), never on
+    the videos the figures in docs/spotting.md are measured on."""
+    window_s: float = 4.0       # references: the crops this many seconds before and after
+    min_ref_s: float = 0.75     # near a track's ends: its first/last frame, if at least this far
+    geometry_s: float = 0.3     # crop from the median face box/landmarks of the last this-many seconds
+    crop: int = 96              # side of the gray aligned crop the score uses
+    margin: float = 0.1         # crop margin around the face box (fraction of the box)
+    block: int = 8              # block side (px) for local differences
+    top: float = 0.15           # fraction of blocks (the most changed) averaged
+    eye_mask: bool = True       # leave the eyes out (blinks)
+    smooth_s: float = 0.1       # moving average before thresholding
+    c: float = 3.0              # threshold = median + c * 1.4826 * MAD
+    min_rise: float = 0.02      # ... and at least median + min_rise
+    rel: float = 0.3            # an interval is where the score stays >= rel * its peak
+    pad_s: float = 0.1          # widen each interval by this much on both sides
+    merge_s: float = 0.1        # gaps between runs (and dips inside an interval) shorter than this are bridged
+    min_s: float = 0.06         # shorter cores (before padding) are noise
+    drop_cut: bool = True       # drop intervals cut by the track's first or last frame
+    micro_max_s: float = 0.5    # longest micro-expression
+    macro_max_s: float = 4.0    # longest macro-expression (longer runs are dropped)
 
 
-def smooth(score: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average (window frames, edges use what is there)."""
-    s = pd.Series(np.asarray(score, np.float64))
-    return s.rolling(max(1, int(window)), center=True, min_periods=1).mean().to_numpy()
+# ---------------------------------------------------------------------------------------- the score
+
+class MotionScorer:
+    """Streaming score, one buffer per face track.
+
+        scorer = MotionScorer(SpotConfig())
+        for each decoded frame, for each face:  out += scorer.push(face_id, frame, t, image, face)
+        out += scorer.flush()          # -> [(face_id, frame, score), ...] (any order)
+
+    `push` may also take a ready crop: `push(face_id, frame, t, crop=gray_or_rgb, eyes=(2, 2))`
+    (eye centres in crop pixels, optional)."""
+
+    def __init__(self, config: SpotConfig | None = None):
+        self.config = c = config or SpotConfig()
+        s = c.crop
+        yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
+        self._xx, self._yy = xx, yy
+        self.face = (((xx - s / 2) / (0.42 * s)) ** 2 + ((yy - s * 0.55) / (0.5 * s)) ** 2 < 1).astype(np.float32)
+        self._face8 = (self.face > 0).astype(np.uint8)
+        self._crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-3)
+        self.tracks: dict[int, dict] = {}
+        self._geometry: dict[int, list] = {}
+
+    # -- inputs
+    def steady(self, face_id: int, t: float, face):
+        """The face with box and landmarks replaced by their medians over the track's last
+        `geometry_s` seconds: one bad detection (a keyframe's box too small, landmarks off) does
+        not throw the crop; what lag is left, the registration absorbs."""
+        from .faces import Face
+        hist = self._geometry.setdefault(int(face_id), [])
+        hist.append((float(t), np.r_[np.asarray(face.box, np.float64), np.asarray(face.landmarks, np.float64).ravel()]))
+        while hist and hist[0][0] < t - self.config.geometry_s:
+            hist.pop(0)
+        m = np.median(np.stack([g for _, g in hist]), axis=0)
+        return Face(m[:4].astype(np.float32), face.prob, m[4:].reshape(5, 2).astype(np.float32))
+
+    def prepare(self, image: np.ndarray, face) -> tuple[np.ndarray, np.ndarray | None]:
+        """Aligned gray crop (float32, blurred) and the eye centres in crop pixels."""
+        from .faces import align_matrix
+        c = self.config
+        m = align_matrix(face, c.crop, c.margin)
+        crop = cv2.warpAffine(image, m, (c.crop, c.crop), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+        eyes = np.c_[np.asarray(face.landmarks, np.float64)[:2], np.ones(2)] @ m.T
+        return self._gray(crop), eyes
+
+    def _gray(self, crop: np.ndarray) -> np.ndarray:
+        s = self.config.crop
+        g = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY) if crop.ndim == 3 else crop
+        if g.shape != (s, s):
+            g = cv2.resize(g, (s, s), interpolation=cv2.INTER_AREA)
+        return cv2.GaussianBlur(g.astype(np.float32), (0, 0), 1.0)
+
+    def mask(self, eyes) -> np.ndarray:
+        m = self.face.copy()
+        if self.config.eye_mask and eyes is not None:
+            d = float(np.linalg.norm(eyes[1] - eyes[0]))
+            for ex, ey in eyes:
+                m[((self._xx - ex) / (0.35 * d)) ** 2 + ((self._yy - ey) / (0.22 * d)) ** 2 < 1] = 0
+        return m
+
+    # -- streaming
+    def push(self, face_id: int, frame: int, t: float, image: np.ndarray | None = None, face=None,
+             crop: np.ndarray | None = None, eyes=None) -> list[tuple[int, int, float]]:
+        if crop is None:
+            g, eyes = self.prepare(image, self.steady(face_id, t, face) if self.config.geometry_s > 0 else face)
+        else:
+            g = self._gray(crop)
+        tr = self.tracks.setdefault(int(face_id), {"t": [], "f": [], "g": [], "eyes": [], "next": 0})
+        tr["t"].append(float(t))
+        tr["f"].append(int(frame))
+        tr["g"].append(g)
+        tr["eyes"].append(None if eyes is None else np.asarray(eyes, np.float64))
+        return self._drain(int(face_id), final=False)
+
+    def flush(self) -> list[tuple[int, int, float]]:
+        out = []
+        for fid in list(self.tracks):
+            out += self._drain(fid, final=True)
+            del self.tracks[fid]
+        self._geometry.clear()
+        return out
+
+    def _drain(self, fid: int, final: bool) -> list[tuple[int, int, float]]:
+        tr, k = self.tracks[fid], self.config.window_s
+        out = []
+        while tr["next"] < len(tr["t"]):
+            i = tr["next"]
+            if not final and tr["t"][-1] < tr["t"][i] + k:
+                break
+            out.append((fid, tr["f"][i], self._score(tr, i, k, final)))
+            tr["next"] += 1
+        # drop what no later centre can need: frames more than k before the next centre
+        nxt = tr["t"][min(tr["next"], len(tr["t"]) - 1)]
+        keep = max(0, bisect.bisect_left(tr["t"], nxt - k) - 1)
+        if keep > 0:
+            for key in ("t", "f", "g", "eyes"):
+                del tr[key][:keep]
+            tr["next"] -= keep
+        return out
+
+    def _ref(self, times: list[float], i: int, target: float, final: bool) -> int | None:
+        """The frame nearest to `target`; past the track's first (or, at the end, last) frame that
+        frame, when it is at least min_ref_s away."""
+        k, ti = self.config.window_s, times[i]
+        if target < times[0] - 0.25 * k or (target > times[-1] + 0.25 * k and final):
+            j = 0 if target < times[0] else len(times) - 1
+            return j if abs(times[j] - ti) >= self.config.min_ref_s else None
+        j = bisect.bisect_left(times, target)
+        best = min((c for c in (j - 1, j) if 0 <= c < len(times)), key=lambda c: abs(times[c] - target))
+        return best if abs(times[best] - target) <= 0.25 * k else None
+
+    def _score(self, tr: dict, i: int, k: float, final: bool) -> float:
+        times, ti = tr["t"], tr["t"][i]
+        refs = [r for r in (self._ref(times, i, ti - k, final), self._ref(times, i, ti + k, final))
+                if r is not None and r != i]
+        if not refs:
+            return 0.0  # no reference far enough away (a track under min_ref_s): no measurable motion
+        gi = tr["g"][i]
+        m = self.mask(tr["eyes"][i])
+        ni = self._norm(gi)
+        return float(min(self._diff(ni, self._register(tr["g"][r], gi), m) for r in refs))
+
+    def _register(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        w = np.eye(2, 3, dtype=np.float32)
+        try:
+            _, w = cv2.findTransformECC(dst, src, w, cv2.MOTION_AFFINE, self._crit, self._face8, 1)
+        except cv2.error:  # did not converge: compare unregistered
+            return src
+        s = self.config.crop
+        return cv2.warpAffine(src, w, (s, s), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    def _norm(self, g: np.ndarray) -> np.ndarray:
+        v = g[self._face8 > 0]
+        return (g - v.mean()) / (v.std() + 1e-6)
+
+    def _diff(self, ni: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
+        c = self.config
+        d = np.abs(ni - self._norm(ref)) * mask
+        b = c.block
+        s = (c.crop // b) * b
+        blocks = d[:s, :s].reshape(s // b, b, s // b, b).mean((1, 3)).ravel()
+        n = max(1, int(round(len(blocks) * c.top)))
+        return float(np.partition(blocks, len(blocks) - n)[-n:].mean())
+
+
+# ------------------------------------------------------------------------------------- spotting
+
+def smooth_time(score: np.ndarray, t: np.ndarray, window_s: float) -> np.ndarray:
+    """Centred moving average over window_s seconds of real time (variable frame rate safe)."""
+    s = pd.Series(np.asarray(score, np.float64), index=pd.to_timedelta(np.asarray(t, np.float64), unit="s"))
+    if window_s <= 0 or len(s) < 2 or not s.index.is_monotonic_increasing:
+        return s.to_numpy()
+    return s.rolling(pd.Timedelta(seconds=window_s), center=True, min_periods=1).mean().to_numpy()
+
+
+def noise_level(score: np.ndarray) -> tuple[float, float]:
+    """(median, robust sigma = 1.4826 * MAD) of the finite scores."""
+    v = np.asarray(score, np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    med = float(np.median(v))
+    return med, float(1.4826 * np.median(np.abs(v - med)))
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Inclusive (start, end) index pairs of True runs."""
     m = np.concatenate([[False], mask, [False]]).astype(np.int8)
     d = np.diff(m)
     return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1))
 
 
-def spot(frames: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, score: np.ndarray,
-         probs: np.ndarray, classes: list[str], face_id: int,
-         config: SpotConfig | None = None) -> list[dict]:
-    """One face track (rows sorted by frame) -> list of interval dicts (INTERVAL_COLUMNS).
+def _nearest(times: np.ndarray, target: float, i0: int, i1: int) -> int:
+    """The index in [i0, i1] whose time is nearest to target, ties to the one farther from the core
+    (the lower index when target is below times[i1], else the higher)."""
+    d = np.abs(times[i0:i1 + 1] - target)
+    best = np.flatnonzero(d <= d.min() + 1e-6)
+    return i0 + int(best[0] if target <= times[i1] else best[-1])
 
-    `score` is the already smoothed motion score; `probs` (N, classes) the class probabilities."""
+
+def spot(frames: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, score: np.ndarray, face_id: int = 0,
+         config: SpotConfig | None = None, smoothed: bool = False) -> list[dict]:
+    """One face track (rows sorted by time): raw score -> interval dicts (INTERVAL_COLUMNS; class
+    and prob empty until `recognize`)."""
     c = config or SpotConfig()
+    frames, start_s, end_s = (np.asarray(a) for a in (frames, start_s, end_s))
     score = np.asarray(score, np.float64)
+    if not smoothed:
+        score = smooth_time(score, start_s, c.smooth_s)
     ok = np.isfinite(score)
     if ok.sum() < 3:
         return []
-    mean, top = float(score[ok].mean()), float(score[ok].max())
-    if top - mean <= 1e-9:
-        return []
-    thr = mean + c.k * (top - mean)
-    runs = _runs(np.where(ok, score, -np.inf) > thr)
+    med, sigma = noise_level(score)
+    thr = med + max(c.c * sigma, c.min_rise)
+    above = np.where(ok, score, -np.inf) > thr
     merged: list[list[int]] = []
-    for a, b in runs:  # merge runs separated by less than min_s
-        if merged and start_s[a] - end_s[merged[-1][1]] < c.min_s:
+    for a, b in _runs(above):
+        if merged and start_s[a] - end_s[merged[-1][1]] < c.merge_s:
             merged[-1][1] = b
         else:
             merged.append([a, b])
     out = []
+    n = len(score)
     for a, b in merged:
-        dur = float(end_s[b] - start_s[a])
-        if not (c.min_s - 1e-6 <= dur <= c.max_s + 1e-6):
+        apex = a + int(np.nanargmax(score[a:b + 1]))
+        cut = max(thr, c.rel * score[apex])
+        runs = [(r0 + a, r1 + a) for r0, r1 in _runs(score[a:b + 1] >= cut)]
+        k0 = k1 = next(k for k, (r0, r1) in enumerate(runs) if r0 <= apex <= r1)
+        while k0 > 0 and start_s[runs[k0][0]] - end_s[runs[k0 - 1][1]] < c.merge_s:
+            k0 -= 1  # dips under the cut shorter than merge_s do not end the interval
+        while k1 < len(runs) - 1 and start_s[runs[k1 + 1][0]] - end_s[runs[k1][1]] < c.merge_s:
+            k1 += 1
+        lo, hi = runs[k0][0], runs[k1][1]
+        core = float(end_s[hi] - start_s[lo])
+        if core < c.min_s - 1e-9:
+            continue  # a blip: shorter than any expression before padding
+        if c.drop_cut and (lo == 0 or hi == n - 1):
+            continue  # runs into the track's start or end: one side unseen, onset or offset unknown
+        t0, t1 = start_s[lo] - c.pad_s, end_s[hi] + c.pad_s
+        lo = _nearest(start_s, t0, 0, lo)   # the frames nearest the padded times (variable frame
+        hi = _nearest(end_s, t1, hi, n - 1)  # rate: a tie goes outwards)
+        dur = float(end_s[hi] - start_s[lo])
+        if dur > c.macro_max_s + 1e-9:
             continue
-        apex = a + int(np.argmax(score[a:b + 1]))
-        cls = classes[int(np.nanmean(probs[a:b + 1], axis=0).argmax())] if len(classes) else ""
-        out.append({"face_id": int(face_id), "onset_frame": int(frames[a]), "apex_frame": int(frames[apex]),
-                    "offset_frame": int(frames[b]), "onset_s": round(float(start_s[a]), 6),
-                    "apex_s": round(float(start_s[apex]), 6), "offset_s": round(float(end_s[b]), 6),
-                    "class": cls, "score": round(float(score[apex]), 6)})
+        kind = "micro" if dur <= c.micro_max_s + 1e-9 else "macro"
+        z = (score[apex] - med) / sigma if sigma > 0 else float("inf")
+        out.append({"face_id": int(face_id), "type": kind, "onset_frame": int(frames[lo]),
+                    "apex_frame": int(frames[apex]), "offset_frame": int(frames[hi]),
+                    "onset_s": round(float(start_s[lo]), 6), "apex_s": round(float(start_s[apex]), 6),
+                    "offset_s": round(float(end_s[hi]), 6), "class": "", "prob": float("nan"),
+                    "score": round(float(z), 3)})
     return out
+
+
+def recognize(intervals: pd.DataFrame, frames: pd.DataFrame, classes: list[str], apex_crop=None,
+              micro=None) -> pd.DataFrame:
+    """Fill `class` and `prob`: a micro interval by the micro-expression model `micro` (a
+    mer.Predictor) from its apex crop, `apex_crop(frame, face_id) -> RGB image crop or None`; a
+    macro interval (or a micro one when no micro model or crop is at hand) by the per-frame
+    probabilities p_<class> of `frames` averaged over its frames."""
+    out = intervals.copy()
+    if not len(out):
+        return out
+    cols = [f"p_{c}" for c in classes]
+    micro_rows = [k for k, r in out.iterrows() if r["type"] == "micro"] if micro and apex_crop else []
+    crops = {k: apex_crop(int(out.at[k, "apex_frame"]), int(out.at[k, "face_id"])) for k in micro_rows}
+    crops = {k: v for k, v in crops.items() if v is not None}
+    if crops:
+        probs = micro.classify(list(crops.values()))[0]
+        for k, p in zip(crops, probs):
+            out.at[k, "class"] = micro.classes[int(p.argmax())]
+            out.at[k, "prob"] = round(float(p.max()), 6)
+    fid = frames["face_id"]
+    for k, r in out.iterrows():
+        if k in crops or not cols:
+            continue
+        sel = frames[(fid == r["face_id"]) & (frames["frame"] >= r["onset_frame"]) & (frames["frame"] <= r["offset_frame"])]
+        p = sel[cols].to_numpy(np.float64)
+        p = p[np.isfinite(p).all(1)] if len(p) else p
+        if len(p):
+            m = p.mean(0)
+            out.at[k, "class"] = classes[int(m.argmax())]
+            out.at[k, "prob"] = round(float(m.max()), 6)
+    return out
+
+
+# ----------------------------------------------------------------------------------- evaluation
+
+def iou(a0: float, a1: float, b0: float, b1: float) -> float:
+    """Temporal IoU of [a0, a1] and [b0, b1] (inclusive frame indexes or seconds)."""
+    inter = min(a1, b1) - max(a0, b0)
+    union = max(a1, b1) - min(a0, b0)
+    return max(0.0, inter) / union if union > 0 else 0.0
+
+
+def match(spotted: list[tuple[float, float]], truth: list[tuple[float, float]], min_iou: float = 0.5
+          ) -> list[tuple[int, int, float]]:
+    """MEGC rule: a spotted interval is a true positive when IoU >= min_iou with a truth interval;
+    each truth is matched at most once (greedy by IoU, highest first). Intervals are inclusive
+    frame ranges (onset, offset); returns (spotted index, truth index, IoU) pairs."""
+    pairs = []
+    for i, (s0, s1) in enumerate(spotted):
+        for j, (g0, g1) in enumerate(truth):
+            v = iou(s0, s1 + 1, g0, g1 + 1)
+            if v >= min_iou:
+                pairs.append((v, i, j))
+    used_s, used_t, out = set(), set(), []
+    for v, i, j in sorted(pairs, reverse=True):
+        if i not in used_s and j not in used_t:
+            used_s.add(i)
+            used_t.add(j)
+            out.append((i, j, v))
+    return out
+
+
+def prf(tp: int, n_spotted: int, n_true: int) -> dict:
+    p = tp / n_spotted if n_spotted else 0.0
+    r = tp / n_true if n_true else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"TP": int(tp), "n_spotted": int(n_spotted), "n_true": int(n_true), "precision": round(p, 4),
+            "recall": round(r, 4), "F1": round(f, 4)}

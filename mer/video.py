@@ -15,9 +15,12 @@ per face and the per-row table):
     track     stable face ids (mer.tracking), faces interpolated between keyframes
     crop      aligned face crop per face (Predictor.crop)
     classify  class probabilities for all crops of a chunk in one batch
-    motion    a per-face motion score: a class with update(face_id, frame, time_s, crop)
+    motion    a per-face motion score: mer.spotting.MotionScorer (streaming; a frame's score is
+              known `window_s` later and is handed on then, with the crops it needs)
     rows      the per-row table; thumbnails and (optionally) annotated preview frames on the way
-    spot      one function over the finished table: intervals (spot_intervals)
+    spot      one function over the finished table: micro and macro intervals (spot_intervals),
+              then recognised: micro by the micro-expression model from the apex crop, macro by
+              the per-frame probabilities (mer.spotting.recognize)
 
 A frame without a face still gives one row (face columns empty), so the row count is the decoded
 frame count plus extra faces. A file that decodes only in part (e.g. cut short) is analysed as far
@@ -27,21 +30,19 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from .decode import FrameChunk, VideoError, check_file, clean_error, diagnose, open_source
 from .faces import DetectorConfig, Face, FaceDetector
-from .spotting import INTERVAL_COLUMNS, SpotConfig, smooth, spot
+from .spotting import INTERVAL_COLUMNS, MotionScorer, SpotConfig, recognize, smooth_time, spot
 from .tracking import IoUTracker, TrackerConfig, interpolate
 
-__all__ = ["FRAME_COLUMNS", "FaceRecord", "FrameDifference", "FrameRecord", "VideoError", "VideoResult",
+__all__ = ["FRAME_COLUMNS", "FaceRecord", "FrameRecord", "VideoError", "VideoResult",
            "VideoSettings", "analyze_video", "open_video", "spot_intervals"]
 
 LANDMARK_COLUMNS = ["le_x", "le_y", "re_x", "re_y", "nose_x", "nose_y", "ml_x", "ml_y", "mr_x", "mr_y"]
@@ -202,40 +203,41 @@ class Classify:
         return frames
 
 
-class MotionScore(Protocol):
-    """The motion stage: called once per face per frame, in frame order. Returns the frame's score
-    (or NaN when it is not known yet); `mer.spotting` turns the scores into intervals at the end."""
-
-    def update(self, face_id: int, frame: int, time_s: float, crop: np.ndarray) -> float: ...
-
-
-class FrameDifference:
-    """The aligned crop in grayscale at `crop` px against the same face's crop `ref_s` earlier
-    (a sliding reference, MEGC's frame-difference baseline): mean absolute difference in [0, 1]."""
-
-    def __init__(self, config: SpotConfig, fps: float):
-        self.side = config.crop
-        self.ref = max(1, round(config.ref_s * (fps if fps > 0 else 25)))
-        self.history: dict[int, deque] = {}
-
-    def update(self, face_id: int, frame: int, time_s: float, crop: np.ndarray) -> float:
-        g = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), (self.side, self.side),
-                       interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-        hist = self.history.setdefault(face_id, deque(maxlen=self.ref))
-        score = float(np.abs(g - hist[0]).mean()) if hist else 0.0
-        hist.append(g)
-        return score
-
-
 class Motion:
-    def __init__(self, scorer: MotionScore):
-        self.scorer = scorer
+    """The motion stage: mer.spotting.MotionScorer over each frame and face. A frame's score is known
+    `window_s` later, so scores are handed on as they come: into `scores`, and with the frame's
+    crops (kept meanwhile) to the thumbnail store and to the store of micro-model crops from which
+    the apex of each micro interval is recognised."""
+
+    def __init__(self, scorer: MotionScorer, thumbs: "Thumbnails", apexes: "Thumbnails", micro=None):
+        self.scorer, self.thumbs, self.apexes, self.micro = scorer, thumbs, apexes, micro
+        self.scores: dict[tuple[int, int], float] = {}
+        self.pending: dict[tuple[int, int], tuple] = {}   # (frame, face_id) -> crops awaiting a score
 
     def __call__(self, frames: list[FrameRecord]) -> list[FrameRecord]:
         for f in frames:
             for r in f.faces:
-                r.motion = self.scorer.update(r.face_id, f.index, f.start_s, r.crop)
+                mc = self.micro.crop(f.image, r.face) if self.micro else None
+                self.pending[(f.index, r.face_id)] = (r.crop, mc)
+                self._take(self.scorer.push(r.face_id, f.index, f.start_s, f.image, r.face))
         return frames
+
+    def flush(self) -> None:
+        self._take(self.scorer.flush())
+
+    def _take(self, out) -> None:
+        for fid, frame, score in out:
+            self.scores[(frame, fid)] = score
+            crop, mc = self.pending.pop((frame, fid), (None, None))
+            if crop is not None:
+                self.thumbs.offer(fid, frame, score, crop)
+            if mc is not None:
+                self.apexes.offer(fid, frame, score, mc)
+
+    def apex_crop(self, frame: int, fid: int):
+        """The kept micro-model crop nearest to `frame` (within 3 frames) or None."""
+        near = [e for e in self.apexes.kept.get(fid, []) if abs(e[1] - frame) <= 3]
+        return min(near, key=lambda e: (abs(e[1] - frame), e[1]))[2] if near else None
 
 
 class Rows:
@@ -306,23 +308,26 @@ class Thumbnails:
         self.kept: dict[int, list[tuple[float, int, np.ndarray]]] = {}
 
     def add(self, frames: list[FrameRecord]) -> None:
-        if not self.k:
-            return
         for f in frames:
             for r in f.faces:
-                score = r.motion if np.isfinite(r.motion) else -1.0
-                kept = self.kept.setdefault(r.face_id, [])
-                near = [e for e in kept if abs(e[1] - f.index) < self.gap]
-                if near:
-                    if score <= max(e[0] for e in near):
-                        continue
-                    kept[:] = [e for e in kept if abs(e[1] - f.index) >= self.gap]
-                elif len(kept) >= self.keep:
-                    low = min(range(len(kept)), key=lambda j: kept[j][0])
-                    if score <= kept[low][0]:
-                        continue
-                    del kept[low]
-                kept.append((score, f.index, r.crop.copy()))
+                self.offer(r.face_id, f.index, r.motion, r.crop)
+
+    def offer(self, face_id: int, index: int, score: float, crop: np.ndarray) -> None:
+        if not self.k:
+            return
+        score = score if np.isfinite(score) else -1.0
+        kept = self.kept.setdefault(face_id, [])
+        near = [e for e in kept if abs(e[1] - index) < self.gap]
+        if near:
+            if score <= max(e[0] for e in near):
+                return
+            kept[:] = [e for e in kept if abs(e[1] - index) >= self.gap]
+        elif len(kept) >= self.keep:
+            low = min(range(len(kept)), key=lambda j: kept[j][0])
+            if score <= kept[low][0]:
+                return
+            del kept[low]
+        kept.append((score, index, crop.copy()))
 
     def pick(self, intervals: pd.DataFrame) -> list[tuple[int, int, np.ndarray]]:
         if not self.k:
@@ -357,18 +362,34 @@ class Preview:
 
 
 def spot_intervals(frames: pd.DataFrame, end_s: np.ndarray, classes: list[str], cfg: SpotConfig,
-                   fps: float) -> pd.DataFrame:
+                   fps: float = 0.0) -> pd.DataFrame:
     """The spotting stage, once over the finished table: smooths the motion column per face in place
-    and returns the intervals (mer.spotting.INTERVAL_COLUMNS)."""
+    (over cfg.smooth_s of real time) and returns the intervals (mer.spotting.INTERVAL_COLUMNS;
+    class and prob are filled by mer.spotting.recognize)."""
     out = []
-    window = max(1, round(cfg.smooth_s * (fps if fps > 0 else 25)))
     for fid, g in frames[frames["face_id"].notna()].groupby("face_id", sort=True):
-        sm = smooth(g["motion"].to_numpy(), window)
+        sm = smooth_time(g["motion"].to_numpy(), g["time_s"].to_numpy(), cfg.smooth_s)
         frames.loc[g.index, "motion"] = sm
-        out += spot(g["frame"].to_numpy(), g["time_s"].to_numpy(), end_s[g.index.to_numpy()], sm,
-                    g[[f"p_{c}" for c in classes]].to_numpy(np.float64), classes, int(fid), cfg)
+        out += spot(g["frame"].to_numpy(), g["time_s"].to_numpy(), end_s[g.index.to_numpy()], sm, int(fid), cfg,
+                    smoothed=True)
     frames["motion"] = frames["motion"].round(6)
     return pd.DataFrame(out, columns=INTERVAL_COLUMNS)
+
+
+_micro_models: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def micro_model_for(predictor):
+    """The shipped micro-expression model (mer.predict.micro_checkpoint()) on the predictor's device,
+    loaded once per predictor; None when it is not installed (micro intervals are then classified
+    like macro ones, by the per-frame model)."""
+    if predictor not in _micro_models:
+        from .predict import Predictor, micro_checkpoint
+        try:
+            _micro_models[predictor] = Predictor(micro_checkpoint(), device=predictor.device)
+        except Exception:
+            _micro_models[predictor] = None
+    return _micro_models[predictor]
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -399,12 +420,14 @@ def _check_limits(path: Path, info, s: VideoSettings) -> None:
 
 def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  name: str | None = None, preview=None) -> VideoResult:
+                  name: str | None = None, preview=None, micro_predictor=None) -> VideoResult:
     """Decode, detect, track, classify and spot one video in one pass; see the module docstring.
 
     `progress(done_frames, total_frames)` is called after every chunk. `name` is the value of the
     `video` column (default: the file name). `preview`: a mer.encode.PreviewWriter that receives
-    the annotated frames on the way (written when the analysis succeeds, removed when it fails)."""
+    the annotated frames on the way (written when the analysis succeeds, removed when it fails).
+    `micro_predictor` recognises micro intervals from their apex crop (default: the shipped
+    micro-expression model; False: the per-frame model's mean over the interval instead)."""
     s = settings or VideoSettings()
     path = Path(path)
     classes = list(predictor.classes)
@@ -416,15 +439,16 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             progress(0, info.n_frames)
         detect = Detect(_detector_for(predictor, s), s.detect_every, info.n_frames)
         track, crop, classify = Track(s.tracker), Crop(predictor), Classify(predictor)
-        motion = Motion(FrameDifference(s.spotting, info.fps))
         rows = Rows(len(classes))
-        thumbs = Thumbnails(s.n_thumbnails, max(1, round(s.spotting.ref_s * (info.fps or 25))))
+        gap = max(1, round(0.2 * (info.fps or 25)))
+        thumbs = Thumbnails(s.n_thumbnails, gap)
+        micro = micro_predictor if micro_predictor is not None else micro_model_for(predictor)
+        motion = Motion(MotionScorer(s.spotting), thumbs, Thumbnails(200 if micro else 0, gap), micro or None)
         shown = Preview(preview, classes) if preview is not None else None
 
         def finish(frames: list[FrameRecord]) -> None:
             frames = motion(classify(crop(frames)))
             rows.add(frames)
-            thumbs.add(frames)
             if shown:
                 shown.add(frames)
 
@@ -442,8 +466,12 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             finish(track.flush())
             if not rows.frame:
                 raise VideoError(f"{path.name}: the video has no decodable frames")
+            motion.flush()
             frames_df, end_s = rows.table(name or path.name, classes)
+            frames_df["motion"] = [motion.scores.get((fr, int(fid)), np.nan) if not pd.isna(fid) else np.nan
+                                   for fr, fid in zip(frames_df["frame"], frames_df["face_id"])]
             intervals = spot_intervals(frames_df, end_s, classes, s.spotting, info.fps)
+            intervals = recognize(intervals, frames_df, classes, motion.apex_crop, micro or None)
             if preview is not None:
                 preview.close()
         except BaseException:

@@ -53,7 +53,7 @@ def start_app(checkpoint: Path, tmp: Path, **env) -> tuple[subprocess.Popen, str
 def stop_app(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
-        proc.wait(20)
+        proc.wait(60)  # a loaded CI machine may take a while to shut gradio down
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -68,13 +68,48 @@ def app_checkpoint(request) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(request, tmp_path_factory):
+def served(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app")
     proc, url = start_app(app_checkpoint(request), tmp, MER_MAX_VIDEO_MB=1, MER_MAX_VIDEO_S=10,
-                          MER_MAX_VIDEO_SIDE=1280, MER_DETECT_EVERY=2, MER_MAX_FILE_SIZE="3mb")
-    yield url
+                          MER_MAX_VIDEO_SIDE=1280, MER_DETECT_EVERY=2, MER_MAX_FILE_SIZE="3mb",
+                          MER_LIVE_CONCURRENCY=1, MER_LIVE_TIME_LIMIT=30, MER_LIVE_EVERY=0.1)
+    yield url, tmp / "app.log"
     stop_app(proc)
     assert not list(tmp.glob("mer-app-*")), "the app's temp folder was not removed at exit"
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
+
+
+class LogWatch:
+    """What the server logged since the watch started (its stdout + stderr)."""
+
+    def __init__(self, path: Path):
+        self.path, self.pos = path, path.stat().st_size
+
+    def lines(self, settle: float = 0.3) -> list[str]:
+        time.sleep(settle)
+        with open(self.path, "rb") as f:
+            f.seek(self.pos)
+            text = f.read().decode("utf-8", "replace")
+        self.pos += len(text.encode("utf-8"))
+        return [ln for ln in text.splitlines() if ln.strip()]
+
+
+@pytest.fixture
+def app_log(served):
+    return LogWatch(served[1])
+
+
+def assert_one_log_line(watch: LogWatch, name: str) -> None:
+    """An expected user error is logged as exactly one line naming the file, without a trace
+    (videos are decoded in a child process, so FFmpeg's own messages do not reach the log)."""
+    lines = watch.lines()
+    assert not any("Traceback" in ln for ln in lines), "\n".join(lines)
+    assert len(lines) == 1 and "refused" in lines[0] and name in lines[0], (name, lines)
+    assert "/" not in lines[0].split("refused", 1)[1], lines[0]  # no paths
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +168,14 @@ def _bad_images(tmp: Path, media: Path) -> dict:
             "empty.png": "empty", "huge.png": "too large"}, good
 
 
-def test_bad_images_specific_messages(client, media, tmp_path):
+def test_bad_images_specific_messages(client, media, tmp_path, app_log):
     bad, _ = _bad_images(tmp_path, media)
     for name, words in bad.items():
         msg = error_of(predict, client, tmp_path / name)
         assert words in msg and name in msg, (name, msg)
         print(name, "->", msg)
         assert "Traceback" not in msg and "/" not in msg
+        assert_one_log_line(app_log, name)
     assert predict(client, media / "single_face.jpg")[4]["n_faces"] == 1  # still serving
 
 
@@ -156,16 +192,26 @@ def test_unusual_modes_are_handled(client, media, tmp_path):
         assert js["n_faces"] == 1, name
 
 
-def test_eight_concurrent_clients(server, media):
+def test_eight_concurrent_clients_match_a_serial_run(server, client, media):
+    """Plain and Grad-CAM requests at once on one network: every face's box, probabilities and the
+    drawn picture (overlays included) equal what the same request gives alone."""
     from gradio_client import Client
+    cases = [(media / ("single_face.jpg" if i % 2 else "multi_face.jpg"), i % 4 == 0) for i in range(8)]
+    serial = {case: predict(client, *case) for case in dict.fromkeys(cases)}
 
-    def one(i):
-        c = Client(server, verbose=False)
-        return predict(c, media / ("single_face.jpg" if i % 2 else "multi_face.jpg"), i % 4 == 0)[4]["n_faces"]
+    def one(case):
+        return predict(Client(server, verbose=False), *case)
 
     with cf.ThreadPoolExecutor(8) as ex:
-        got = list(ex.map(one, range(8)))
-    assert got == [5, 1] * 4
+        got = list(ex.map(one, cases))
+    assert [g[4]["n_faces"] for g in got] == [5, 1] * 4
+    for case, g in zip(cases, got):
+        ref = serial[case]
+        for f, r in zip(g[4]["faces"], ref[4]["faces"]):
+            assert f["box"] == r["box"] and f["top_class"] == r["top_class"], case
+            assert max(abs(f["probs"][k] - r["probs"][k]) for k in r["probs"]) < 1e-5, case
+        a, b = (np.asarray(Image.open(x[0]), np.float32) for x in (g, ref))
+        assert a.shape == b.shape and np.abs(a - b).mean() < 0.5, case
 
 
 # ---------------------------------------------------------------- videos
@@ -182,11 +228,13 @@ def _clip(path: Path, frames: int, size=(160, 120), fps=10.0, photo=None) -> Pat
 def test_real_clip_csv_rows_equal_decoded_frames(client, media):
     import decord
     summary, preview, plot, iv, csv = analyze(client, media / "single_face.mp4")
-    n = len(decord.VideoReader(str(media / "single_face.mp4")))
+    n = presented_frames(media / "single_face.mp4")
     df = pd.read_csv(csv)
     assert len(df) == n == df["frame"].nunique() and df["face_id"].notna().all()
     assert f"**{n} frames**" in summary and "1 face track" in summary
-    assert list(iv["headers"])[:4] == ["face_id", "onset_frame", "apex_frame", "offset_frame"]
+    from mer.spotting import INTERVAL_COLUMNS
+    assert list(iv["headers"]) == INTERVAL_COLUMNS  # the batch tool's intervals.csv columns
+    assert {"type", "class", "prob"} <= set(iv["headers"])
     assert plot["type"] == "plotly" and "face 0" in plot["plot"]
     pv = decord.VideoReader(preview)
     assert len(pv) == n
@@ -199,7 +247,7 @@ def _ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def test_bad_videos_specific_messages(client, media, tmp_path):
+def test_bad_videos_specific_messages(client, media, tmp_path, app_log):
     (tmp_path / "notes.mp4").write_text("this is a text file, not a video\n" * 50)
     data = (media / "single_face.mp4").read_bytes()
     (tmp_path / "truncated.mp4").write_bytes(data[:len(data) // 3])
@@ -209,20 +257,65 @@ def test_bad_videos_specific_messages(client, media, tmp_path):
     _clip(tmp_path / "wide.mp4", 2, (1400, 64), fps=10)            # 1400 px > MER_MAX_VIDEO_SIDE=1280
     cases = {"notes.mp4": "not a readable video", "truncated.mp4": "truncated.mp4",
              "empty.mp4": "empty", "big.mp4": "up to 1 MB", "long.mp4": "over the limit of 10 s",
-             "wide.mp4": "up to 1280 px"}
+             "wide.mp4": "over the limit of 1280 px"}
     for name, words in cases.items():
         msg = error_of(analyze, client, tmp_path / name)
         assert words in msg, (name, msg)
         print(name, "->", msg)
         assert "Traceback" not in msg and "/" not in msg, msg
+        assert_one_log_line(app_log, name)
     assert predict(client, media / "single_face.jpg")[4]["n_faces"] == 1  # still serving
+
+
+def test_decoder_runs_in_a_child_with_the_apps_memory_cap(media, tmp_path, request):
+    """A second server whose decoder may use 1 MB: the decoding child dies, the upload gets a
+    sentence naming the limit, one log line, and the server keeps serving."""
+    from gradio_client import Client
+    proc, url = start_app(app_checkpoint(request), tmp_path, MER_DECODER_MEMORY_MB=1)
+    try:
+        c, watch = Client(url, verbose=False), LogWatch(tmp_path / "app.log")
+        msg = error_of(analyze, c, media / "single_face.mp4")
+        assert "decoder ran out of memory" in msg and "MER_DECODER_MEMORY_MB" in msg, msg
+        assert_one_log_line(watch, "single_face.mp4")
+        assert predict(c, media / "single_face.jpg")[4]["n_faces"] == 1  # still serving
+    finally:
+        stop_app(proc)
+
+
+def presented_frames(path: Path) -> int:
+    """Frames a player shows (FFmpeg honours the edit list; decord's count includes hidden ones)."""
+    import imageio_ffmpeg
+    return imageio_ffmpeg.count_frames_and_secs(str(path))[0]
+
+
+def test_spotted_micro_expression_shown_by_type_and_class(client, media, detector, tmp_path):
+    """A 5-s clip of a real photo with one planted micro-expression (training.synth_long): the
+    intervals table shows it as `micro` with a class of the micro-expression model and its
+    probability, and the timeline labels it the same way."""
+    from training.synth_long import Event, LongConfig, expression, load_faces, render_video
+    from mer.predict import MICRO_CHECKPOINT
+    import json
+    face = load_faces(media / "single_face.jpg", detector)[0]
+    rng = np.random.default_rng(3)
+    events = [expression("micro", 2.0, 0.36, 4.0, "Surprise", rng), Event("blink", 3.6, 3.8, 3.7, 1.0)]
+    clip = render_video(tmp_path / "micro.mp4", face, events, LongConfig(seconds=5.0, fps=30.0),
+                        np.random.default_rng(1))
+    summary, preview, plot, iv, csv = analyze(client, clip)
+    rows = [dict(zip(iv["headers"], r)) for r in iv["data"]]
+    assert len(rows) == 1, rows
+    r = rows[0]
+    micro_classes = json.loads(MICRO_CHECKPOINT.with_suffix(".json").read_text())["classes"]
+    assert r["type"] == "micro" and r["class"] in micro_classes and 0 < float(r["prob"]) <= 1, r
+    assert f"micro {r['class']}" in plot["plot"]  # the timeline's label for the interval
+    assert "**1 spotted interval(s)**" in summary
 
 
 def test_no_face_and_one_frame_clips(client, media, tmp_path):
     summary, preview, plot, iv, csv = analyze(client, media / "no_face.mp4")
     assert "No face found" in summary
     df = pd.read_csv(csv)
-    assert len(df) == 95 and df["face_id"].isna().all()  # the frames players show (edit list: 98 coded)
+    assert len(df) == presented_frames(media / "no_face.mp4") and df["face_id"].isna().all()
+    assert df["frame"].tolist() == list(range(len(df))) and df["time_s"].iloc[0] == 0
     assert iv["data"] == [] or len(iv["data"]) == 0
     photo = np.asarray(Image.open(media / "single_face.jpg").convert("RGB"))
     _clip(tmp_path / "one.mp4", 1, (320, 240), photo=photo)
@@ -232,22 +325,25 @@ def test_no_face_and_one_frame_clips(client, media, tmp_path):
 
 # ---------------------------------------------------------------- own checkpoint, per session
 
-def test_own_checkpoint_is_validated_and_per_session(server, media, tmp_path, untrained_checkpoint):
+def test_own_checkpoint_is_validated_and_per_session(server, media, tmp_path, untrained_checkpoint, app_log):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
     mine, other = Client(server, verbose=False), Client(server, verbose=False)
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(AppError, match="Checkpoint refused: junk.safetensors: not a valid safetensors"):
         mine.predict(handle_file(str(tmp_path / "junk.safetensors")), None, api_name="/load_checkpoint")
+    assert_one_log_line(app_log, "junk.safetensors")
     (tmp_path / "evil.pt").write_bytes(b"pickle")
     with pytest.raises(AppError, match=r"\.safetensors"):  # gradio checks file_types first
         mine.predict(handle_file(str(tmp_path / "evil.pt")), None, api_name="/load_checkpoint")
+    lines = app_log.lines()  # gradio's own refusal: one line too
+    assert len(lines) == 1 and "upload refused" in lines[0] and "Traceback" not in lines[0], lines
     import shutil
     shutil.copyfile(untrained_checkpoint, tmp_path / "mine.safetensors")
     shutil.copyfile(untrained_checkpoint.with_suffix(".json"), tmp_path / "mine.json")
     banner = mine.predict(handle_file(str(tmp_path / "mine.safetensors")),
                           handle_file(str(tmp_path / "mine.json")), api_name="/load_checkpoint")
-    assert "mine.safetensors (your session only)" in banner and "random init" in banner
+    assert "(your session only):** `mine.safetensors`" in banner and "random init" in banner
     assert predict(mine, media / "single_face.jpg")[4]["checkpoint"] == "mine.safetensors"
     default = predict(other, media / "single_face.jpg")[4]["checkpoint"]
     assert default == app_checkpoint_name()
@@ -261,13 +357,14 @@ def app_checkpoint_name() -> str:
 def test_page_has_banner_and_no_share_link(server):
     with urllib.request.urlopen(server, timeout=10) as r:
         page = r.read().decode()
-    assert "Classes:" in page and "Not a clinical" in page and "predict_image" in page
+    assert "Per-frame model:" in page and "Trained on:" in page and "Measured:" in page
+    assert "Not a clinical" in page and "predict_image" in page
     assert "gradio.live" not in page
 
 
 def test_named_endpoints(client):
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert named == {"/predict_image", "/analyze_video", "/load_checkpoint"}, named
+    assert named == {"/predict_image", "/analyze_video", "/live_frame", "/live_stream", "/load_checkpoint"}, named
 
 
 def test_upload_size_limit_enforced_by_the_server(server, client, media, tmp_path):
@@ -303,3 +400,111 @@ def test_video_progress_is_reported(client):
         time.sleep(0.05)
     assert job.result()[0].startswith("**100 frames**")
     assert ("frames", 100, "analysing") in seen, seen
+
+
+# ---------------------------------------------------------------- live (webcam) tab
+
+def _clip_pngs(media: Path, tmp: Path, n: int, step: int = 3) -> list[Path]:
+    """Frames of a real clip as PNG files: what a webcam would send."""
+    import decord
+    vr = decord.VideoReader(str(media / "single_face.mp4"), num_threads=1)
+    out = []
+    for k, i in enumerate(range(0, n * step, step)):
+        out.append(tmp / f"frame{k}.png")
+        Image.fromarray(vr[i].asnumpy()).save(out[-1])
+    return out
+
+
+def test_live_frame_endpoint_keeps_state_per_client(server, media, tmp_path):
+    from gradio_client import Client, handle_file
+    pngs = _clip_pngs(media, tmp_path, 5)
+    mine, other = Client(server, verbose=False), Client(server, verbose=False)
+    outs = [mine.predict(handle_file(str(p)), api_name="/live_frame") for p in pngs]
+    js = [o[1] for o in outs]
+    assert [j["frame"] for j in js] == list(range(5))
+    assert all(j["n_faces"] == 1 and j["faces"][0]["face_id"] == 0 for j in js), js
+    motion = [j["faces"][0]["motion"] for j in js]
+    assert motion[0] == 0 and all(m > 0 for m in motion[1:]), motion  # a talking face moves
+    assert js[-1]["faces"][0]["motion_rolling"] > 0 and js[-1]["t_s"] > js[0]["t_s"]
+    assert Image.open(outs[-1][0]).size == (js[-1]["width"], js[-1]["height"])
+    assert other.predict(handle_file(str(pngs[0])), api_name="/live_frame")[1]["frame"] == 0  # own state
+    from gradio_client.exceptions import AppError
+    (tmp_path / "bad.png").write_bytes(b"not a frame" * 10)
+    with pytest.raises(AppError, match="Cannot use this frame: bad.png"):
+        mine.predict(handle_file(str(tmp_path / "bad.png")), api_name="/live_frame")
+
+
+class Stream:
+    """The browser's side of a gradio stream event (gradio_client cannot read one): join the queue,
+    send a chunk each time the server asks for one, read its outputs from the SSE channel."""
+
+    def __init__(self, url: str, api_name: str, frames: list[Path]):
+        import httpx
+        import uuid
+        self.http, self.url = httpx.Client(base_url=url + "gradio_api/", timeout=60), url
+        cfg = self.http.get(url + "config").json()
+        dep = next(d for d in cfg["dependencies"] if d.get("api_name") == api_name)
+        self.fn_index, self.trigger = dep["id"], dep["targets"][0][0]
+        self.n_inputs = len(dep["inputs"])
+        self.frames = [self._upload(p) for p in frames]
+        self.session = uuid.uuid4().hex
+        self.outputs, self.messages, self.times = [], [], {}
+
+    def _upload(self, path: Path) -> dict:
+        with open(path, "rb") as f:
+            name = self.http.post("upload", files={"files": (path.name, f, "image/png")}).json()[0]
+        return {"path": name, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+    def _body(self, k: int) -> dict:
+        return {"data": [self.frames[k]] + [None] * (self.n_inputs - 1), "fn_index": self.fn_index,
+                "session_hash": self.session, "event_data": None, "trigger_id": self.trigger}
+
+    def start(self) -> "Stream":
+        self.event_id = self.http.post("queue/join", json=self._body(0)).json()["event_id"]
+        return self
+
+    def run(self) -> list[dict]:
+        """Send every frame (one per streamed response), then close; returns the JSON outputs."""
+        import json
+        sent = 1
+        with self.http.stream("GET", "queue/data", params={"session_hash": self.session}) as r:
+            for line in r.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                msg = json.loads(line[5:])
+                self.messages.append(msg["msg"])
+                self.times.setdefault(msg["msg"], time.monotonic())
+                if msg["msg"] == "process_streaming":
+                    self.outputs.append(msg["output"]["data"][1])
+                    if sent < len(self.frames):
+                        self.http.post(f"stream/{self.event_id}", json={**self._body(sent), "event_id": self.event_id})
+                        sent += 1
+                    else:
+                        self.times["close_sent"] = time.monotonic()
+                        self.http.post(f"stream/{self.event_id}/close")
+                elif msg["msg"] == "process_completed":
+                    assert msg["success"], msg
+                    return self.outputs
+        raise AssertionError(f"the stream ended without completing: {self.messages}")
+
+
+def test_webcam_stream_keeps_state_and_concurrency_is_bounded(server, media, tmp_path):
+    """Two viewers stream real clip frames through /live_stream (the webcam tab's event); with
+    MER_LIVE_CONCURRENCY=1 the second waits in the queue until the first stream is closed."""
+    pngs = _clip_pngs(media, tmp_path, 4)
+    first, second = Stream(server, "live_stream", pngs).start(), Stream(server, "live_stream", pngs[:2])
+    time.sleep(1.0)
+    second.start()
+    with cf.ThreadPoolExecutor(2) as ex:
+        a, b = ex.submit(first.run), ex.submit(second.run)
+        out_a, out_b = a.result(timeout=120), b.result(timeout=120)
+    assert [o["frame"] for o in out_a] == [0, 1, 2, 3] and [o["frame"] for o in out_b] == [0, 1]
+    assert all(o["n_faces"] == 1 and o["faces"][0]["face_id"] == 0 for o in out_a + out_b)
+    assert out_a[0]["faces"][0]["motion"] == 0 and all(o["faces"][0]["motion"] > 0 for o in out_a[1:])
+    assert second.times["process_starts"] > first.times["close_sent"], (first.times, second.times)
+
+
+def test_server_log_has_no_traceback(served):
+    """Runs last: every bad input above left one line in the log, and nothing left a traceback."""
+    text = served[1].read_text()
+    assert "Traceback" not in text, text[text.index("Traceback") - 300:][:3000]

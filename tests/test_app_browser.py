@@ -1,5 +1,6 @@
 """The real app page in Debian's headless Chromium (driven by playwright's python package; no
-browser download): both tabs render, an example photo is predicted, the result shows up."""
+browser download): the tabs render, an example photo is predicted, the result shows up, and the
+Live tab streams a camera: Chromium's fake camera, fed with the frames of a real clip."""
 from __future__ import annotations
 
 import os
@@ -18,18 +19,38 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 pytestmark = pytest.mark.timeout(240)
 
 
+def fake_camera(path: Path, n: int = 40) -> list[str]:
+    """Chromium flags for a camera that plays the first frames of ../shared/media/single_face.mp4
+    (a Y4M file, looped); none when the media is absent."""
+    from conftest import MEDIA
+    clip = MEDIA / "single_face.mp4"
+    if not clip.is_file():
+        return []
+    import cv2
+    import decord
+    vr = decord.VideoReader(str(clip), num_threads=1)
+    h, w = vr[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(min(n, len(vr))):
+            f.write(b"FRAME\n" + cv2.cvtColor(vr[i].asnumpy(), cv2.COLOR_RGB2YUV_I420).tobytes())
+    return ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={path}"]
+
+
 @pytest.fixture(scope="module")
 def browser_page(request, tmp_path_factory):
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium; .ci/run does)")
     pw_api = pytest.importorskip("playwright.sync_api", reason="playwright (requirements-test.txt) not installed")
     tmp = tmp_path_factory.mktemp("browser")
-    proc, url = start_app(app_checkpoint(request), tmp)
+    proc, url = start_app(app_checkpoint(request), tmp, MER_LIVE_EVERY=0.3)
     profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp)  # a fresh profile
+    camera = fake_camera(tmp / "camera.y4m")
     try:
         with pw_api.sync_playwright() as pw:
             ctx = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, headless=True,
-                                                        args=FLAGS, viewport={"width": 1280, "height": 1400})
+                                                        args=FLAGS + camera, viewport={"width": 1280, "height": 1400})
             try:
                 page = ctx.new_page()
                 page.goto(url, wait_until="load", timeout=60_000)
@@ -71,3 +92,22 @@ def test_tabs_render_and_prediction_shows_up(browser_page, tmp_path):
                            " return v && v.readyState >= 1 && v.videoWidth > 0; }", timeout=30_000)
     w, h = video.evaluate("v => [v.videoWidth, v.videoHeight]")
     assert (w, h) == (320, 240), "the H.264 preview did not decode in Chromium"
+
+
+def test_live_tab_streams_the_camera(browser_page, media):
+    """Start the webcam stream: the JSON below the picture counts frames and shows the tracked
+    face with its class and motion scores, then Stop ends the stream."""
+    page = browser_page
+    page.get_by_role("tab", name="Live").click(timeout=30_000)
+    page.locator("#live-input").get_by_text("Click to Access Webcam").click(timeout=30_000)
+    page.locator("#live-input button", has_text="Record").click(timeout=30_000)
+    page.wait_for_function(  # the JSON viewer puts keys and values on lines of their own
+        """() => { const t = (document.querySelector('#live-json')?.innerText || '').replace(/\\s+/g, '');
+                   const m = t.match(/"frame":(\\d+)/);
+                   return m && +m[1] >= 3 && t.includes('"face_id":0') && t.includes('"motion_rolling"'); }""",
+        timeout=90_000)
+    import re
+    text = re.sub(r"\s+", "", page.locator("#live-json").inner_text())
+    assert '"n_faces":1' in text and '"top_class":' in text, text
+    assert page.locator("#live-output img").count() == 1
+    page.locator("#live-input button", has_text="Stop").click(timeout=30_000)

@@ -119,9 +119,10 @@ def test_outputs_of_a_full_run(full_run, untrained_checkpoint):
     two = pd.read_csv(out / "two_faces.avi.frames.csv")
     assert len(two) == 100 and two.groupby("face_id").size().to_dict() == {0: 50, 1: 50}
     iv = pd.read_csv(out / "two_faces.avi.intervals.csv")
-    assert list(iv.columns) == ["face_id", "onset_frame", "apex_frame", "offset_frame", "onset_s", "apex_s",
-                                "offset_s", "class", "score"]
-    assert ((iv["offset_s"] - iv["onset_s"] <= 0.5 + 1e-6) & (iv["onset_frame"] <= iv["apex_frame"])).all()
+    assert list(iv.columns) == ["face_id", "type", "onset_frame", "apex_frame", "offset_frame", "onset_s", "apex_s",
+                                "offset_s", "class", "prob", "score"]
+    micro = iv[iv["type"] == "micro"]
+    assert ((micro["offset_s"] - micro["onset_s"] <= 0.5 + 1e-6) & (iv["onset_frame"] <= iv["apex_frame"])).all()
 
     index = (out / "index.html").read_text()
     assert 'href="sub%20dir/%3Dodd%20name%20%231%20%C3%BC.MOV.html"' in index

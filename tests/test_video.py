@@ -35,16 +35,15 @@ def test_iou_and_tracker_keep_ids():
 
 
 def test_spot_finds_a_short_bump_and_rejects_a_long_one():
-    n, fps = 100, 25.0
+    n, fps = 150, 25.0
     t = np.arange(n) / fps
-    score = np.full(n, 0.01)
+    score = np.full(n, 0.01) + 0.001 * np.sin(np.arange(n))
     score[40:45] = 0.2                                   # 0.2 s: a micro-expression
     score[70:95] = 0.25                                  # 1.0 s: a macro-expression, over 1/2 s
-    probs = np.tile([0.1, 0.9], (n, 1))
-    out = spot(np.arange(n), t, t + 1 / fps, score, probs, ["A", "B"], 3, SpotConfig(k=0.3))
-    assert [(o["onset_frame"], o["offset_frame"]) for o in out] == [(40, 44)]
-    assert out[0]["class"] == "B" and out[0]["face_id"] == 3 and 40 <= out[0]["apex_frame"] <= 44
-    assert spot(np.arange(n), t, t, np.zeros(n), probs, ["A", "B"], 0) == []   # flat: nothing
+    out = spot(np.arange(n), t, t + 1 / fps, score, 3, SpotConfig(pad_s=0, smooth_s=0))
+    assert [(o["type"], o["onset_frame"], o["offset_frame"]) for o in out] == [("micro", 40, 44), ("macro", 70, 94)]
+    assert out[0]["face_id"] == 3 and 40 <= out[0]["apex_frame"] <= 44
+    assert spot(np.arange(n), t, t, np.zeros(n), 0) == []   # flat: nothing
 
 
 def test_analyze_single_face_clip(media, predictor):

@@ -1,0 +1,270 @@
+"""Spotting on generated clips (a real photo animated by training.synth_long, H.264, decoded by
+decord) through the real pipeline (MTCNN, tracker, scorer, models), plus the MEGC rule and the
+spotter on score series."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mer.spotting import (INTERVAL_COLUMNS, MotionScorer, SpotConfig, iou, match, noise_level, prf, smooth_time,
+                          spot)
+
+FPS = 30.0
+MICRO = (2.0, 2.36)   # seconds: the planted micro-expression
+
+
+@pytest.fixture(scope="session")
+def face(media, detector):
+    from training.synth_long import load_faces
+    return load_faces(media / "single_face.jpg", detector)[0]
+
+
+def _clip(path, face, events, seed):
+    from training.synth_long import LongConfig, render_video
+    cfg = LongConfig(seconds=5.0, fps=FPS)
+    return render_video(path, face, events, cfg, np.random.default_rng(seed))
+
+
+@pytest.fixture(scope="session")
+def clips(face, tmp_path_factory):
+    """micro.mp4: one 0.36-s micro-expression (surprise: AU 1+2+5+26, 4 px at apex on a ~170 px
+    face) and a blink; still.mp4: nothing but head sway, lighting drift, noise and compression;
+    vfr.mp4: micro.mp4 with irregular frame drops (timestamps kept)."""
+    from training.synth_long import Event, expression, to_vfr
+    d = tmp_path_factory.mktemp("spot_clips")
+    rng = np.random.default_rng(3)
+    micro = expression("micro", MICRO[0], MICRO[1] - MICRO[0], 4.0, "Surprise", rng)
+    blink = Event("blink", 3.6, 3.8, 3.7, 1.0)
+    out = {"micro": _clip(d / "micro.mp4", face, [micro, blink], 1),
+           "still": _clip(d / "still.mp4", face, [], 2)}
+    out["vfr"] = to_vfr(out["micro"], d / "vfr.mp4")
+    return out
+
+
+@pytest.fixture(scope="session")
+def analysed(clips):
+    from mer.predict import Predictor
+    from mer.video import VideoSettings, analyze_video
+    p = Predictor(device="cpu")
+    s = VideoSettings(detect_every=2)
+    return {k: analyze_video(v, p, s) for k, v in clips.items()}
+
+
+def test_vfr_twin_really_is_variable_frame_rate(clips):
+    import decord
+    vr = decord.VideoReader(str(clips["vfr"]))
+    dt = np.diff(np.asarray(vr.get_frame_timestamp(list(range(len(vr)))))[:, 0])
+    assert len(vr) < 5 * FPS * 0.8 and dt.max() > 1.5 * dt.min()
+
+
+def test_planted_micro_expression_gives_exactly_one_micro_interval(analysed):
+    iv = analysed["micro"].intervals
+    assert list(iv.columns) == INTERVAL_COLUMNS
+    assert len(iv) == 1, iv.to_string()                     # the blink is not reported
+    r = iv.iloc[0]
+    assert r["type"] == "micro"
+    truth = (np.floor(MICRO[0] * FPS) + 1, np.ceil(MICRO[1] * FPS) - 1)
+    assert iou(r["onset_frame"], r["offset_frame"] + 1, truth[0], truth[1] + 1) >= 0.5
+    assert r["onset_s"] <= r["apex_s"] <= r["offset_s"]
+    assert isinstance(r["class"], str) and r["class"] and 0 < r["prob"] <= 1  # recognised by a model
+
+
+def test_still_clip_gives_no_interval(analysed):
+    assert len(analysed["still"].intervals) == 0
+    m = analysed["still"].frames["motion"].dropna()
+    assert len(m) > 100  # the score was computed, it just never stood out of its own noise
+
+
+def test_vfr_clip_gives_the_cfr_intervals_in_seconds(analysed):
+    a, b = analysed["micro"].intervals, analysed["vfr"].intervals
+    assert len(a) == len(b) == 1
+    frame = 1 / FPS
+    for col in ("onset_s", "offset_s"):
+        assert abs(a[col].iloc[0] - b[col].iloc[0]) <= frame + 1e-6, (a.to_string(), b.to_string())
+    assert a["type"].iloc[0] == b["type"].iloc[0]
+
+
+# ------------------------------------------------------------------------ spotter on score series
+
+def _series(n=600, fps=30.0, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / fps
+    return np.arange(n), t, t + 1 / fps, 0.05 + 0.005 * rng.standard_normal(n)
+
+
+def test_noise_only_series_gives_nothing_and_plateaus_give_typed_intervals():
+    fr, t0, t1, s = _series()
+    cfg = SpotConfig()
+    assert spot(fr, t0, t1, s, 0, cfg) == []
+    s2 = s.copy()
+    s2[100:109] += 0.1 * np.r_[0.25, 0.5, 0.75, 1, 1, 1, 0.75, 0.5, 0.25]  # 0.3 s rise-hold-fall -> micro
+    s2[300:360] += 0.1            # 2 s plateau -> macro
+    out = spot(fr, t0, t1, s2, 3, cfg)
+    kinds = [(r["type"], r["onset_frame"], r["offset_frame"]) for r in out]
+    assert [k[0] for k in kinds[:2]] == ["micro", "macro"], kinds
+    assert iou(kinds[0][1], kinds[0][2] + 1, 100, 109) >= 0.5
+    assert iou(kinds[1][1], kinds[1][2] + 1, 300, 360) >= 0.5
+    assert all(r["face_id"] == 3 and set(r) == set(INTERVAL_COLUMNS) for r in out)
+
+
+def test_threshold_follows_the_tracks_own_noise():
+    fr, t0, t1, s = _series()
+    loud = 0.05 + 20 * (s - 0.05)        # a talking face: twenty times the movement everywhere
+    loud[100:109] += 0.1                  # the same bump is now inside the noise
+    assert spot(fr, t0, t1, loud, 0, SpotConfig()) == []
+    med, sigma = noise_level(loud)
+    assert sigma == pytest.approx(0.1, rel=0.3)
+
+
+def test_smoothing_and_durations_use_real_timestamps():
+    # the same bump sampled at 30 fps and with every other frame dropped: same interval in seconds
+    fr, t0, t1, s = _series(seed=1)
+    s[150:160] += 0.1
+    a = spot(fr, t0, t1, s, 0, SpotConfig())
+    keep = np.ones(len(fr), bool)
+    keep[1::3] = False
+    b = spot(fr[keep], t0[keep], np.r_[t0[keep][1:], t1[-1]], s[keep], 0, SpotConfig())
+    assert len(a) == len(b) == 1
+    assert abs(a[0]["onset_s"] - b[0]["onset_s"]) <= 1 / 30 + 1e-6
+    assert abs(a[0]["offset_s"] - b[0]["offset_s"]) <= 1 / 30 + 1e-6
+    assert np.allclose(smooth_time(np.ones(5), np.array([0, 0.1, 0.5, 0.55, 2.0]), 0.2), 1)
+
+
+def test_dips_inside_an_expression_do_not_split_it_and_cut_runs_are_dropped():
+    fr, t0, t1, s = _series(seed=2)
+    s[200:206] += 0.1             # one expression whose score dips under the threshold ...
+    s[210:216] += 0.1             # ... for 0.13 s (0.07 s under it after smoothing; merge_s 0.1): one interval
+    s[-8:] += 0.1                 # a rise cut by the track's last frame: its offset is never seen
+    out = spot(fr, t0, t1, s, 0, SpotConfig())
+    assert len(out) == 1, out
+    assert iou(out[0]["onset_frame"], out[0]["offset_frame"] + 1, 200, 216) >= 0.5
+    apart = spot(fr, t0, t1, s, 0, SpotConfig(merge_s=0.03))    # bridging off: two lobes
+    assert len(apart) == 2
+    assert len(spot(fr, t0, t1, s, 0, SpotConfig(drop_cut=False))) == 2
+
+
+def test_subject_is_the_long_track_nearest_the_centre():
+    from training.spot import subject_track
+    rows = []
+    for fid, x, prob in ((0, 10, 0.9999), (1, 200, 0.99), (2, 220, 0.999)):
+        n = 100 if fid < 2 else 20                               # track 2: a short one
+        rows += [{"face_id": fid, "frame": i, "x1": x, "y1": 100, "x2": x + 80, "y2": 200, "det_prob": prob}
+                 for i in range(n)]
+    df = pd.DataFrame(rows)
+    assert set(subject_track(df, (480, 360))["face_id"]) == {1}   # the framed subject, not the bystander
+    assert set(subject_track(df)["face_id"]) == {0}               # no frame size: the most confident
+
+
+def test_scorer_is_streaming_and_memory_flat():
+    rng = np.random.default_rng(0)
+    sc = MotionScorer(SpotConfig(window_s=1.0, crop=32))
+    out, sizes = [], []
+    for i in range(400):
+        out += sc.push(0, i, i / 30, crop=rng.integers(0, 255, (32, 32)).astype(np.uint8))
+        sizes.append(len(sc.tracks[0]["t"]))
+    out += sc.flush()
+    assert sorted(f for _, f, _ in out) == list(range(400))      # one score per frame
+    assert max(sizes) <= 2 * 30 + 3                               # 2 x window_s of crops, not the video
+    assert np.isfinite([s for *_, s in out]).all()
+
+
+# ----------------------------------------------------------------------------------- MEGC rule
+
+def test_megc_matching_counts_each_truth_once():
+    truth = [(10, 19), (100, 109)]
+    spotted = [(10, 19), (11, 20), (100, 104), (300, 310)]
+    m = match(spotted, truth)
+    assert sorted((i, j) for i, j, _ in m) == [(0, 0), (2, 1)]   # (11, 20) duplicates a matched truth
+    assert iou(100, 105, 100, 110) == pytest.approx(0.5)           # IoU 0.5 counts
+    assert match([(100, 103)], [(100, 109)]) == []                 # IoU 0.4 does not
+    r = prf(len(m), len(spotted), len(truth))
+    assert (r["TP"], r["precision"], r["recall"], r["F1"]) == (2, 0.5, 1.0, pytest.approx(0.6667, abs=1e-4))
+    assert prf(0, 0, 0)["F1"] == 0.0
+
+
+def test_megc_scoring_is_per_type():
+    from training.datasets.longvideo import Expression, LongVideo
+    from training.spot import evaluate
+    v = LongVideo("synth", "a", "v", [Expression("micro", 10, 12, 19), Expression("macro", 100, 120, 160)])
+    iv = pd.DataFrame([{"type": "macro", "onset_frame": 10, "offset_frame": 19},      # right place, wrong type
+                       {"type": "macro", "onset_frame": 101, "offset_frame": 158}], columns=INTERVAL_COLUMNS)
+    res, matches = evaluate([iv], [v])
+    assert (res["micro"]["TP"], res["micro"]["n_spotted"], res["micro"]["n_true"]) == (0, 0, 1)
+    assert (res["macro"]["TP"], res["macro"]["n_spotted"], res["macro"]["n_true"]) == (1, 2, 1)
+    assert (res["overall"]["TP"], res["overall"]["n_spotted"], res["overall"]["n_true"]) == (1, 2, 2)
+    assert matches == [[{"spotted": 1, "truth": 1, "iou": pytest.approx(58 / 61, abs=1e-3)}]]
+
+
+# ------------------------------------------------------------------------------- training.spot
+
+def test_training_spot_end_to_end(clips, analysed, tmp_path):
+    """Two subjects' videos in the synth_long layout; the per-frame tables come from the analyses
+    above through training.spot's cache (the same tables it would compute)."""
+    import json
+    from mer.report import write_csv
+    from training.spot import main
+    ds, out = tmp_path / "ds", tmp_path / "run"
+    (ds / "videos").mkdir(parents=True)
+    (ds / "videos" / "a_000.mp4").symlink_to(clips["micro"])
+    (ds / "videos" / "b_001.mp4").symlink_to(clips["still"])
+    on, off = int(np.floor(MICRO[0] * FPS)) + 1, int(np.ceil(MICRO[1] * FPS)) - 1
+    pd.DataFrame([{"Subject": "a", "Filename": "a_000", "Onset": on, "Apex": (on + off) // 2, "Offset": off,
+                   "Duration": off - on + 1, "Type": "Micro - 1/2", "Action Units": "1+2+5+26",
+                   "Estimated Emotion": "Surprise"}]).to_csv(ds / "truth.csv", index=False)
+    for name, key in (("a_000", "micro"), ("b_001", "still")):
+        write_csv(analysed[key].frames, out / "cache" / f"{name}.frames.csv")
+    assert main(["--dataset", "synth", "--dataset-path", str(ds), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    for t in ("micro", "macro", "overall"):
+        assert {"TP", "n_spotted", "n_true", "precision", "recall", "F1"} <= set(m[t])
+    assert (m["micro"]["n_true"], m["macro"]["n_true"], m["subjects"]) == (1, 0, 2)
+    assert m["defaults"]["micro"]["TP"] == 1 and m["defaults"]["overall"]["n_spotted"] == 1
+    assert len(m["folds"]) == 2 and "GroupKFold" in m["protocol"]
+    assert m["recognition"]["micro"]["n"] == m["micro"]["TP"]
+    iv = pd.read_csv(out / "videos" / "a_000.intervals.csv")
+    assert list(iv.columns[:len(INTERVAL_COLUMNS)]) == INTERVAL_COLUMNS and "tp" in iv.columns
+    assert (out / "videos" / "a_000.truth.csv").is_file() and "| micro |" in (out / "report.md").read_text()
+    assert main(["--dataset", "samm-lv", "--dataset-path", str(tmp_path / "nope"), "--out", str(out)]) == 2
+
+
+def test_training_spot_on_a_casme2_frame_folder(clips, tmp_path):
+    """The frame-folder path (CAS(ME)^2 layout, 30 fps): the micro clip's frames as img<N>.jpg."""
+    import json
+    import cv2
+    import decord
+    import openpyxl
+    from training.spot import main
+    root = tmp_path / "casme"
+    d = root / "rawpic" / "s15" / "15_0101disgustingteeth"
+    d.mkdir(parents=True)
+    vr = decord.VideoReader(str(clips["micro"]))
+    for i in range(len(vr)):
+        cv2.imwrite(str(d / f"img{i + 1}.jpg"), cv2.cvtColor(vr[i].asnumpy(), cv2.COLOR_RGB2BGR))
+    on, off = int(np.floor(MICRO[0] * FPS)) + 1, int(np.ceil(MICRO[1] * FPS)) - 1
+    wb = openpyxl.Workbook()
+    wb.active.append([1, "disgust1_1", on + 1, (on + off) // 2 + 1, off + 1, "1+2+5+26", "surprise", "micro-expression"])
+    wb.create_sheet("subjects").append(["x", 15, 1])
+    wb.create_sheet("videos").append(["0101", "disgust1"])
+    wb.save(root / "CAS(ME)^2code_final.xlsx")
+    out = tmp_path / "run"
+    assert main(["--dataset", "casme2-lv", "--dataset-path", str(root), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["subjects"] == 1 and "no cross-validation" in m["protocol"]
+    assert (m["micro"]["TP"], m["micro"]["n_true"], m["overall"]["n_spotted"]) == (1, 1, 1)
+    cached = pd.read_csv(out / "cache" / "15_0101disgustingteeth.frames.csv")
+    assert len(cached) == len(vr) and cached["motion"].notna().sum() > 100
+
+
+def test_training_spot_takes_several_dataset_folders_with_unique_names(tmp_path, capsys):
+    from training.spot import load_all, main
+    for d, name in (("a", "s01_000"), ("b", "s02_000"), ("c", "s01_000")):
+        (tmp_path / d / "videos").mkdir(parents=True)
+        (tmp_path / d / "videos" / f"{name}.mp4").write_bytes(b"")   # never decoded here
+        pd.DataFrame([{"Subject": name[:3], "Filename": name, "Onset": 10, "Apex": 12, "Offset": 15,
+                       "Type": "Micro - 1/2"}]).to_csv(tmp_path / d / "truth.csv", index=False)
+    vs = load_all("synth", [tmp_path / "a", tmp_path / "b"])
+    assert [(v.name, v.group, len(v.expressions)) for v in vs] == [("s01_000", "synth/s01", 1), ("s02_000", "synth/s02", 1)]
+    assert main(["--dataset", "synth", "--dataset-path", str(tmp_path / "a"), str(tmp_path / "c"),
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "s01_000" in capsys.readouterr().err and not (tmp_path / "run" / "metrics.json").exists()
