@@ -168,7 +168,7 @@ def detect_faces(frames: np.ndarray, minsize: int, nets, thresholds, factor: flo
         minl *= factor
     if n == 0 or not scales:
         return empty
-    with torch.inference_mode(), _exact_cuda(device):
+    with torch.inference_mode(), exact_cuda(device):
         u8 = torch.from_numpy(np.array(frames, np.uint8)).to(device).permute(0, 3, 1, 2)
         imgs = u8.float()
         boxes, image_inds, offset, picks = [], [], 0, []
@@ -223,7 +223,7 @@ def detect_faces(frames: np.ndarray, minsize: int, nets, thresholds, factor: flo
     return [(boxes[image_inds == i].reshape(-1, 5), points[image_inds == i].reshape(-1, 5, 2)) for i in range(n)]
 
 
-def _exact_cuda(device):
+def exact_cuda(device):
     """No TF32 in cuDNN convolutions (PyTorch's default on Ampere+): with it, boxes, landmarks and
     so the aligned crops drift from the CPU's and near-threshold candidates flip."""
     import contextlib

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, ModelCard, load_checkpoint
-from .faces import DetectorConfig, Face, FaceDetector, align_crop, resolve_device
+from .faces import DetectorConfig, Face, FaceDetector, align_crop, exact_cuda, resolve_device
 from .gradcam import GradCAM
 from .images import read_image
 
@@ -125,13 +125,14 @@ class Predictor:
         probs = []
         for s in range(0, len(x), self.batch_size):
             xb = x[s:s + self.batch_size].to(self.device)
-            if gradcam:
-                with GradCAM(self.model) as cam:
-                    hm, logits = cam(xb)
-                heatmaps.append(hm)
-            else:
-                with torch.inference_mode():
-                    logits = self.model(xb)
+            with exact_cuda(self.device):  # no TF32 on CUDA: the same probabilities as on the CPU
+                if gradcam:
+                    with GradCAM(self.model) as cam:
+                        hm, logits = cam(xb)
+                    heatmaps.append(hm)
+                else:
+                    with torch.inference_mode():
+                        logits = self.model(xb)
             probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())  # the one softmax
         n = len(self.classes)
         p = np.concatenate(probs) if probs else np.zeros((0, n), np.float32)
