@@ -13,10 +13,13 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EPILOG = """\
 outputs (per video, mirroring the input tree): NAME.frames.csv, NAME.intervals.csv, NAME.html;
 OUT_DIR/index.html, OUT_DIR/summary.csv, OUT_DIR/manifest.json, OUT_DIR/plotly.min.js.
-Re-running the same command skips videos already done with the same settings and checkpoint.
+Re-running the same command skips videos already done with the same settings and checkpoint
+(weights and card). Videos run on --workers persistent worker processes; a worker that crashes,
+times out or passes --max-memory-per-worker is replaced and only its video fails.
 
 exit codes:
-  0  every video succeeded (now or in an earlier run)
+  0  every video succeeded (now or in an earlier run); a partially decodable video counts as
+     done, with status `partial` and the reason in summary.csv
   1  some videos failed (see summary.csv / manifest.json for the reasons); the others are complete
   2  usage or configuration error (bad folder, checkpoint, device, options); nothing was run
 """
@@ -38,13 +41,39 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="downscale frames to this longer side for detection (default 320; 0 = full size)")
     ap.add_argument("--workers", type=int, default=1, metavar="N", help="videos processed at once (default 1)")
     ap.add_argument("--timeout-per-video", type=float, default=3600.0, metavar="S",
-                    help="kill and fail a video after S seconds (default 3600; 0 = no limit)")
+                    help="kill and fail a video S seconds after its analysis started (default 3600; 0 = no limit)")
+    ap.add_argument("--max-memory-per-worker", type=float, default=0.0, metavar="MB",
+                    help="kill a worker whose resident memory passes MB while it analyses a video and "
+                         "fail that video (default 0 = no limit; local engine)")
     ap.add_argument("--retry-failed", action="store_true", help="retry videos that failed in an earlier run")
     ap.add_argument("--engine", default="local", choices=["local", "ray"], help="local processes (default) or Ray")
     ap.add_argument("--address", default=None, help="Ray cluster address (auto or HOST:PORT; engine ray)")
     ap.add_argument("--gpus-per-video", type=float, default=0.0, metavar="F",
                     help="GPUs per video task (engine ray; fractions allowed)")
     return ap.parse_args(argv)
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What is plainly wrong with a checkpoint file, found without importing torch (the full check
+    follows): missing, empty, or a .safetensors whose header is not one."""
+    import json
+    import struct
+    if not path.is_file():
+        return f"checkpoint {path} not found"
+    size = path.stat().st_size
+    if size == 0:
+        return f"checkpoint {path} is empty (0 bytes)"
+    if path.suffix == ".safetensors":
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            try:
+                ok = 0 < n <= size - 8 and isinstance(json.loads(f.read(n)), dict)
+            except ValueError:
+                ok = False
+        if not ok:
+            return f"checkpoint {path} is not a valid safetensors file (bad header)"
+    return None
 
 
 def usage_error(msg: str) -> int:
@@ -54,20 +83,7 @@ def usage_error(msg: str) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    # few malloc arenas in the workers (inherited): freed frame buffers go back instead of piling up
-    # in per-thread arenas, so peak memory stays flat over long videos
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
-    # MTCNN's later stages see a new batch shape on most frames; a small oneDNN primitive cache
-    # keeps that from growing memory (no measurable speed cost here)
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
-    from mer.checkpoint import CheckpointError, load_checkpoint
-    from mer.faces import resolve_device
-    from mer.predict import default_checkpoint
-    from mer.video import VideoSettings
-
-    from .manifest import Manifest, file_sha256, settings_hash
-    from .runner import Job, find_videos, summary_row
-
+    # checks that need no heavy imports come first: a usage error answers at once
     inp = args.input_dir
     if not inp.is_dir():
         return usage_error(f"input folder {inp} does not exist or is not a folder")
@@ -75,32 +91,67 @@ def main(argv=None) -> int:
                         ("--detect-max-side", args.detect_max_side, 0)):
         if v < lo:
             return usage_error(f"{name} must be at least {lo}, got {v}")
-    if args.timeout_per_video < 0 or args.gpus_per_video < 0:
-        return usage_error("--timeout-per-video and --gpus-per-video must not be negative")
-    try:
-        device = str(resolve_device(args.device))
-        ckpt = args.checkpoint or default_checkpoint()
-        if not Path(ckpt).is_file():
-            raise CheckpointError(f"checkpoint {ckpt} not found")
-        load_checkpoint(ckpt, device="cpu")  # validate once, before any video is started
-    except (CheckpointError, RuntimeError) as e:
-        return usage_error(str(e))
+    if min(args.timeout_per_video, args.gpus_per_video, args.max_memory_per_worker) < 0:
+        return usage_error("--timeout-per-video, --gpus-per-video and --max-memory-per-worker must not be negative")
+    if args.checkpoint is not None:
+        problem = checkpoint_problem(args.checkpoint)
+        if problem:
+            return usage_error(problem)
     out = args.out
+    if out.exists() and not out.is_dir():
+        return usage_error(f"--out {out} exists and is not a folder")
+
+    from .manifest import Manifest
+    from .runner import WORKER_ENV, WorkerPool, find_videos
+    videos = find_videos(inp, out)
+    if not videos:  # nothing is created
+        return usage_error(f"no videos (mp4, mov, avi, mkv, webm) found under {inp}")
     try:
-        out.mkdir(parents=True, exist_ok=True)
         manifest = Manifest.load(out / "manifest.json")
     except (OSError, ValueError) as e:
         return usage_error(str(e))
-    videos = find_videos(inp, out)
-    if not videos:
-        return usage_error(f"no videos (mp4, mov, avi, mkv, webm) found under {inp}")
+    for k, v in WORKER_ENV.items():  # inherited by the workers (flat memory over long videos)
+        os.environ.setdefault(k, v)
+    pool = None
+    if args.engine == "local":  # workers start importing now, in parallel with the checks below
+        pool = WorkerPool(min(args.workers, len(videos)))
+    try:
+        return _run(args, inp, out, videos, manifest, pool)
+    finally:
+        if pool:
+            pool.close()
+
+
+def _run(args, inp: Path, out: Path, videos: list[str], manifest, pool) -> int:
+    from .manifest import file_sha256, settings_hash
+    from .runner import Job, precheck, record, summary_row
+    try:
+        from mer.checkpoint import load_checkpoint
+        from mer.faces import resolve_device
+        from mer.predict import default_checkpoint
+        if args.engine == "ray":  # the nodes' GPUs, not the driver's: Ray gives an actor GPUs only if asked
+            if args.device == "cuda" and not args.gpus_per_video:
+                return usage_error("--device cuda with --engine ray needs --gpus-per-video (e.g. 1 or 0.25)")
+            device = "cuda" if args.gpus_per_video and args.device != "cpu" else "cpu"
+        else:
+            device = str(resolve_device(args.device))
+        ckpt = args.checkpoint or default_checkpoint()
+        _, card = load_checkpoint(ckpt, device="cpu")  # validate once, before any video is started
+    except Exception as e:  # CheckpointError, a card that does not fit (TypeError...), no CUDA
+        return usage_error(str(e) or type(e).__name__)
+    from mer.video import VideoSettings
 
     settings = VideoSettings(detect_every=args.detect_every, detect_max_side=args.detect_max_side or None)
     sdict = asdict(settings)
     job = Job(checkpoint=str(Path(ckpt).resolve()), device=device, settings=sdict,
-              settings_hash=settings_hash(sdict, file_sha256(ckpt), device),
+              settings_hash=settings_hash(sdict, file_sha256(ckpt), device, card.to_json()),
               threads=1 if args.address else max(1, (os.cpu_count() or 1) // args.workers),
-              timeout=args.timeout_per_video or None)
+              timeout=args.timeout_per_video or None, max_memory_mb=args.max_memory_per_worker or None,
+              extra={"card": card.to_json()})
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return usage_error(f"cannot create --out {out}: {e}")
     for tmp in out.rglob("*.mer-tmp"):  # left by a run that was killed mid-write
         tmp.unlink(missing_ok=True)
     from mer.report import write_index, write_plotly_js
@@ -109,6 +160,12 @@ def main(argv=None) -> int:
     print(f"{len(videos)} videos under {inp}: {len(videos) - len(todo)} already done or failed with these "
           f"settings, {len(todo)} to run (engine {args.engine}, device {device})", file=sys.stderr)
     t0 = time.monotonic()
+    for rel in list(todo):  # empty or vanished files fail here, without a worker
+        reason = precheck(inp / rel)
+        if reason:
+            record(manifest, rel, job, "failed", reason, 0.0)
+            print(f"FAILED {display(rel)}: {reason}", file=sys.stderr)
+            todo.remove(rel)
 
     def refresh_index():  # keeps OUT_DIR/index.html current while a long run goes on
         write_index([summary_row(v, manifest.videos.get(v)) for v in videos], out)
@@ -120,7 +177,7 @@ def main(argv=None) -> int:
             run_ray(inp, out, videos, todo, manifest, job, args.address, args.gpus_per_video, args.workers, refresh_index)
         else:
             from .runner import run_local
-            run_local(inp, out, videos, todo, manifest, job, args.workers, refresh_index)
+            run_local(inp, out, videos, todo, manifest, job, args.workers, refresh_index, pool)
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
@@ -130,9 +187,18 @@ def main(argv=None) -> int:
         tmp.unlink(missing_ok=True)
     rows = [summary_row(v, manifest.videos.get(v)) for v in videos]
     write_index(rows, out)
-    failed = [r for r in rows if r["status"] != "done"]
-    print(f"\n{len(rows) - len(failed)} of {len(rows)} videos done, {len(failed)} failed "
-          f"({time.monotonic() - t0:.1f} s); report: {out / 'index.html'}", file=sys.stderr)
+    failed = [r for r in rows if r["status"] not in ("done", "partial")]
+    partial = [r for r in rows if r["status"] == "partial"]
+    print(f"\n{len(rows) - len(failed)} of {len(rows)} videos done"
+          + (f" ({len(partial)} partially decodable)" if partial else "")
+          + f", {len(failed)} failed ({time.monotonic() - t0:.1f} s); report: {out / 'index.html'}", file=sys.stderr)
+    for r in partial:
+        print(f"  PARTIAL {r['video']}: {r['error']}", file=sys.stderr)
     for r in failed:
         print(f"  FAILED {r['video']}: {r['error']}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def display(rel: str) -> str:
+    from .runner import display_name
+    return display_name(rel)

@@ -1,15 +1,15 @@
 """OUT_DIR/manifest.json: per video (relative path) its status, reason, settings hash and outputs.
 
 Written atomically after every change, only by the driver. A video is skipped on a re-run when it
-is `done` with the same settings hash and its outputs exist; `failed` with the same hash is kept
-unless --retry-failed; anything else (pending, interrupted, other settings) is redone."""
+is `done` (or `partial`: analysed as far as it decodes) with the same settings hash and its outputs
+exist; `failed` with the same hash is kept unless --retry-failed; anything else (pending,
+interrupted, other settings) is redone. File names that are not valid UTF-8 are kept exactly (as
+JSON escapes of Python's surrogate escapes), so a re-run finds them again."""
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
-
-from mer.report import atomic_write
 
 VERSION = 1
 
@@ -22,9 +22,11 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def settings_hash(settings: dict, checkpoint_sha256: str, device: str) -> str:
+def settings_hash(settings: dict, checkpoint_sha256: str, device: str, card: str = "") -> str:
+    """Hash of everything that changes a video's outputs: settings, the weights' SHA-256, the model
+    card in effect (classes, mean/std, input size...), device, `mer` version."""
     import mer
-    blob = json.dumps({"settings": settings, "checkpoint": checkpoint_sha256, "device": device,
+    blob = json.dumps({"settings": settings, "checkpoint": checkpoint_sha256, "card": card, "device": device,
                        "mer": mer.__version__, "manifest": VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -48,14 +50,17 @@ class Manifest:
         return cls(path, videos)
 
     def save(self) -> None:
-        atomic_write(self.path, json.dumps({"version": VERSION, "videos": self.videos}, indent=1,
-                                           sort_keys=True, ensure_ascii=False) + "\n")
+        text = json.dumps({"version": VERSION, "videos": self.videos}, indent=1, sort_keys=True, ensure_ascii=False)
+        # a surrogate (a non-UTF-8 byte of a file name) can only sit inside a JSON string, where
+        # backslashreplace writes it as the JSON escape \udcXX, which json.loads reads back exactly
+        from mer.report import atomic_write
+        atomic_write(self.path, (text + "\n").encode("utf-8", "backslashreplace"))
 
     def needs_run(self, rel: str, h: str, out_dir: Path, retry_failed: bool) -> bool:
         e = self.videos.get(rel)
         if not e or e.get("hash") != h:
             return True
-        if e.get("status") == "done":
+        if e.get("status") in ("done", "partial"):
             return not all((out_dir / p).is_file() for p in e.get("outputs", {}).values())
         if e.get("status") == "failed":
             return retry_failed

@@ -1,29 +1,37 @@
-"""The local engine: each video in its own (spawned) worker process with a timeout.
+"""The local engine: a few persistent (spawned) worker processes, each taking video after video.
 
-A decoder segfault, a hang past --timeout-per-video or an out-of-memory kill ends that worker
-only; the driver records the video as failed with the reason and goes on. Workers die with the
+A worker starts once (imports, models) and then analyses one video at a time for the driver. A
+decoder segfault, a hang past --timeout-per-video (counted from that video's start) or a resident
+memory over --max-memory-per-worker ends that worker only: the driver kills it, records its video
+as failed with the reason, and starts a fresh worker for the next video. Workers die with the
 driver (PR_SET_PDEATHSIG), so `kill -9` of the driver leaves nothing running; temporary files of an
 interrupted run are removed at the start of the next one.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
+import sys
+import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 from urllib.parse import quote
 
-from tqdm import tqdm
-
-from mer import report
-
 from .manifest import Manifest
 
 VIDEO_EXTS = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
 OUTPUT_SUFFIXES = {"frames": ".frames.csv", "intervals": ".intervals.csv", "html": ".html"}
+COMPLETE = ("done", "partial")  # statuses whose outputs are there (partial: what decoded, with the reason)
+STARTUP_LIMIT_S = 600.0         # a fresh worker must be ready (imports, models) within this
+# The workers' environment (set by the CLI before they start, inherited):
+# - few malloc arenas: freed frame buffers go back instead of piling up in per-thread arenas;
+# - a small oneDNN primitive cache: MTCNN's later stages see a new batch shape on most chunks.
+WORKER_ENV = {"MALLOC_ARENA_MAX": "2", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8"}
 
 
 @dataclass
@@ -34,7 +42,14 @@ class Job:
     settings_hash: str
     threads: int = 1
     timeout: float | None = None
+    max_memory_mb: float | None = None  # resident memory cap of a worker while it analyses a video
     extra: dict = field(default_factory=dict)
+
+
+def display_name(rel: str) -> str:
+    """A path as text that can be written anywhere: bytes that are not UTF-8 (kept by Python as
+    surrogate escapes) become U+FFFD. The file itself is still read by its real name."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def find_videos(input_dir: Path, out_dir: Path | None = None) -> list[str]:
@@ -53,10 +68,34 @@ def find_videos(input_dir: Path, out_dir: Path | None = None) -> list[str]:
     return sorted(found)
 
 
+def precheck(path: Path) -> str | None:
+    """The reason a file cannot be a video that is found without a worker (missing, empty: the
+    decoder's own check and words), or None."""
+    from mer.decode import VideoError, check_file
+    try:
+        check_file(path)
+    except VideoError as e:
+        return display_name(str(e))
+    return None
+
+
 def outputs_for(rel: str) -> dict[str, str]:
     """Output paths (relative to OUT_DIR) of one video: the input tree mirrored, full file name kept
     (so clip.mp4 and clip.mov do not collide)."""
     return {k: rel + s for k, s in OUTPUT_SUFFIXES.items()}
+
+
+def record(manifest: Manifest, rel: str, job: Job, status: str, payload, secs: float) -> str:
+    """Store a video's outcome in the manifest; returns the status stored (done, partial, failed)."""
+    if status == "done":
+        summary = dict(payload)
+        partial = summary.pop("partial", "")
+        manifest.set(rel, status="partial" if partial else "done", hash=job.settings_hash,
+                     outputs=outputs_for(rel), summary=summary, seconds=secs,
+                     **({"reason": partial} if partial else {}))
+        return "partial" if partial else "done"
+    manifest.set(rel, status="failed", hash=job.settings_hash, reason=payload, seconds=secs)
+    return "failed"
 
 
 def _die_with_parent(parent: int) -> None:
@@ -69,47 +108,131 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, predictor=None) -> dict:
-    """Analyse one video and write its reports; returns the summary fields. Raises on failure.
-    Shared by the local worker and the Ray engine."""
+def _partial_reason(info: dict) -> str:
+    p = info.get("partial")
+    if not p:
+        return ""
+    return p if isinstance(p, str) else str(info.get("partial_reason") or "only part of the video could be decoded")
+
+
+def load_predictor(job: Job, checkpoint: str | None = None):
+    """The worker's one Predictor (torch threads and exact CUDA math set first)."""
     import torch
     from mer.predict import Predictor
+    torch.set_num_threads(max(1, job.threads))
+    torch.backends.cudnn.allow_tf32 = False        # the same numbers on CUDA as on CPU (no TF32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return Predictor(checkpoint or job.checkpoint, device=job.device)
+
+
+def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, predictor=None) -> dict:
+    """Analyse one video and write its reports; returns the summary fields (with `partial`, the
+    reason, when only part of the video decoded). Raises on failure. Shared by the local worker and
+    the Ray engine."""
+    from mer import report
     from mer.spotting import SpotConfig
     from mer.tracking import TrackerConfig
     from mer.video import VideoSettings, analyze_video
-    torch.set_num_threads(max(1, job.threads))
     s = dict(job.settings)
     settings = VideoSettings(**{**s, "tracker": TrackerConfig(**s["tracker"]), "spotting": SpotConfig(**s["spotting"])})
-    predictor = predictor or Predictor(job.checkpoint, device=job.device)
-    res = analyze_video(video, predictor, settings, progress=progress, name=rel)
+    predictor = predictor or load_predictor(job)
+    name = display_name(rel)
+    def each_chunk(done: int, total: int) -> None:
+        release_memory()
+        if progress:
+            progress(done, total)
+    with _decodable_path(video) as path:
+        res = analyze_video(path, predictor, settings, progress=each_chunk, name=name)
+    res.path = display_name(str(video))  # the report's title must be writable text
     out = Path(out_dir)
     target = out / rel
     js = os.path.relpath(out / report.PLOTLY_JS, target.parent)
     report.write_video_report(res, target.parent, target.name, plotlyjs=Path(js).as_posix())
     i = res.info
     return {"duration_s": i["duration_s"], "frames": i["n_frames"], "fps": i["fps"], "faces": i["n_faces"],
-            "dominant_class": i["dominant_class"], "intervals": i["n_intervals"]}
+            "dominant_class": i["dominant_class"], "intervals": i["n_intervals"], "partial": _partial_reason(i)}
 
 
-def _worker(conn, video: str, rel: str, out_dir: str, job: Job, parent: int) -> None:
+def release_memory() -> None:
+    """Give freed heap memory back to the system (glibc's malloc_trim). MTCNN's later stages see a
+    new batch shape on most chunks; without this the freed blocks of every shape stay resident and
+    a worker grows by GBs over a long video (measured in bench/batch.py); with it, it stays flat."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
+@contextlib.contextmanager
+def _decodable_path(video: str):
+    """The decoder takes UTF-8 paths only: a name with other bytes is read through a temporary
+    symlink with a plain name."""
+    if display_name(video) == video:
+        yield video
+        return
+    with tempfile.TemporaryDirectory(prefix="mer-name-") as d:
+        link = Path(d) / ("video" + Path(display_name(video)).suffix)
+        os.symlink(os.path.abspath(video), link)
+        yield str(link)
+
+
+def _worker(conn, parent: int) -> None:
+    """A persistent worker: imports at once (while the driver still validates), then
+    ("init", out_dir, job) -> loads the model -> ("ready",); then ("run", video, rel) -> ("start",),
+    ("progress", d, t)..., ("done", summary) | ("failed", reason); None ends it."""
     _die_with_parent(parent)
-    from mer.video import VideoError
+    try:  # the heavy imports, before the job is known
+        import mer.predict  # noqa: F401
+        import mer.report  # noqa: F401
+        import mer.video  # noqa: F401
+    except Exception:
+        pass  # reported below, when the model is loaded
     try:
-        row = analyze_one(video, rel, out_dir, job, progress=lambda d, t: conn.send(("progress", d, t)))
-        conn.send(("done", row))
-    except VideoError as e:
-        conn.send(("failed", str(e)))
-    except MemoryError:
-        conn.send(("failed", "out of memory"))
-    except Exception as e:  # any other error fails this video only, with its reason
-        conn.send(("failed", f"{type(e).__name__}: {e}"))
-    finally:
-        conn.close()
+        msg = conn.recv()
+    except (EOFError, OSError):
+        return
+    if msg is None:
+        return
+    _, out_dir, job = msg
+    try:
+        predictor, init_error = load_predictor(job), None
+        from mer.video import VideoError
+    except Exception as e:  # reported for every video it is given (the driver goes on)
+        predictor, init_error, VideoError = None, f"worker could not start: {type(e).__name__}: {e}", ValueError
+    conn.send(("ready",))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        _, video, rel = msg
+        conn.send(("start",))
+        if init_error:
+            conn.send(("failed", init_error))
+            continue
+        try:
+            row = analyze_one(video, rel, out_dir, job, progress=lambda d, t: conn.send(("progress", d, t)),
+                              predictor=predictor)
+            conn.send(("done", row))
+        except VideoError as e:
+            conn.send(("failed", str(e)))
+        except MemoryError:
+            conn.send(("failed", "out of memory"))
+        except Exception as e:  # any other error fails this video only, with its reason
+            conn.send(("failed", f"{type(e).__name__}: {e}"))
 
 
-def _death_reason(code: int | None, timeout: float | None, timed_out: bool) -> str:
-    if timed_out:
-        return f"timed out after {timeout:g} s (worker killed)"
+def _death_reason(code: int | None) -> str:
     if code is not None and code < 0:
         sig = signal.Signals(-code).name
         hint = {"SIGSEGV": "decoder crash", "SIGKILL": "killed, likely out of memory",
@@ -118,84 +241,202 @@ def _death_reason(code: int | None, timeout: float | None, timed_out: bool) -> s
     return f"worker exited with code {code} without a result"
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (Linux /proc; 0 where unavailable)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
 def summary_row(rel: str, entry: dict | None) -> dict:
     e = entry or {"status": "pending"}
     row = {"video": rel, "status": e.get("status", "pending"), "error": e.get("reason", ""),
            "seconds": e.get("seconds", "")}
     row.update(e.get("summary", {}))
-    if e.get("status") == "done":
-        row["report"] = quote(e["outputs"]["html"])
+    row = {k: display_name(v) if isinstance(v, str) else v for k, v in row.items()}
+    if e.get("status") in COMPLETE:
+        row["report"] = quote(os.fsencode(e["outputs"]["html"]))
     return row
 
 
-def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str], manifest: Manifest,
-              job: Job, workers: int, on_done=None) -> None:
-    """Run the `todo` videos, `workers` at a time, updating the manifest as each ends (then
-    calling on_done(), e.g. to refresh index.html)."""
-    ctx = mp.get_context("spawn")
-    queue = list(todo)
-    running: dict = {}  # conn -> [rel, process, start, bar, result, bar position]
-    overall = tqdm(total=len(videos), initial=len(videos) - len(todo), desc="videos", unit="video",
-                   position=0, dynamic_ncols=True)
-    free_pos = list(range(1, workers + 1))
+class Progress:
+    """tqdm bars (videos overall + frames of each running video) on a terminal; plain lines (one
+    per started and finished video) when stderr is a file or pipe, so logs stay readable."""
 
-    def finish(conn, state):
-        rel, proc, t0, bar, result, pos = state
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-        timed_out = state[4] == "timeout"
-        secs = round(time.monotonic() - t0, 2)
-        if isinstance(result, tuple) and result[0] == "done":
-            manifest.set(rel, status="done", hash=job.settings_hash, outputs=outputs_for(rel),
-                         summary=result[1], seconds=secs)
+    def __init__(self, total: int, initial: int, slots: int = 0):
+        self.total, self.n = total, initial
+        self.tty = sys.stderr.isatty()
+        self.bars: dict = {}
+        if self.tty:
+            from tqdm import tqdm
+            self._tqdm = tqdm
+            self.overall = tqdm(total=total, initial=initial, desc="videos", unit="video", position=0,
+                                dynamic_ncols=True)
+            self.free = list(range(1, slots + 1))
+
+    def write(self, text: str) -> None:
+        if self.tty:
+            self._tqdm.write(text, file=sys.stderr)
         else:
-            reason = result[1] if isinstance(result, tuple) else _death_reason(proc.exitcode, job.timeout, timed_out)
-            manifest.set(rel, status="failed", hash=job.settings_hash, reason=reason, seconds=secs)
-            tqdm.write(f"FAILED {rel}: {reason}")
-        bar.close()
+            print(text, file=sys.stderr, flush=True)
+
+    def started(self, key, rel: str) -> None:
+        if self.tty:
+            pos = min(self.free) if self.free else len(self.bars) + 1
+            if pos in self.free:
+                self.free.remove(pos)
+            self.bars[key] = (self._tqdm(total=0, desc=display_name(rel)[-40:], unit="frame", position=pos,
+                                         leave=False, dynamic_ncols=True), pos)
+        else:
+            self.write(f"[{self.n}/{self.total}] started {display_name(rel)}")
+
+    def frames(self, key, done: int, total: int) -> None:
+        if key in self.bars:
+            bar = self.bars[key][0]
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+    def finished(self, key, rel: str, status: str, reason: str = "", secs: float | None = None) -> None:
+        self.n += 1
+        if key in self.bars:
+            bar, pos = self.bars.pop(key)
+            bar.close()
+            self.free.append(pos)
+        name = display_name(rel)
+        if status == "failed":
+            self.write(f"FAILED {name}: {reason}")
+        elif status == "partial":
+            self.write(f"PARTIAL {name}: {reason}")
+        if self.tty:
+            self.overall.update(1)
+        elif status != "failed":
+            self.write(f"[{self.n}/{self.total}] {status} {name}" + (f" ({secs:.1f} s)" if secs is not None else ""))
+
+    def close(self) -> None:
+        for bar, _ in self.bars.values():
+            bar.close()
+        if self.tty:
+            self.overall.close()
+
+
+class _Slot:
+    """One worker process and the video it is working on."""
+
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, os.getpid()), daemon=True)
+        self.proc.start()
+        child.close()
+        self.spawned = time.monotonic()
+        self.ready = False
+        self.rel: str | None = None
+        self.started: float | None = None  # when its current video started (worker's "start")
+
+    def init(self, out_dir: Path, job: Job) -> "_Slot":
+        self.conn.send(("init", str(out_dir), job))
+        return self
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(5)
+        self.conn.close()
+
+
+class WorkerPool:
+    """Worker processes started early (by the CLI, before it validates the checkpoint) so that
+    their imports overlap the driver's; run_local hands them the job."""
+
+    def __init__(self, n: int):
+        self.ctx = mp.get_context("spawn")
+        self.slots = [_Slot(self.ctx) for _ in range(max(0, n))]
+
+    def close(self) -> None:
+        for slot in self.slots:
+            slot.kill()
+        self.slots = []
+
+
+def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str], manifest: Manifest,
+              job: Job, workers: int, on_done=None, pool: WorkerPool | None = None) -> None:
+    """Run the `todo` videos on `workers` persistent workers (those of `pool`, already importing,
+    if given), updating the manifest as each ends (then calling on_done(), e.g. to refresh
+    index.html)."""
+    pool = pool or WorkerPool(0)
+    ctx = pool.ctx
+    queue = deque(todo)
+    progress = Progress(len(videos), len(videos) - len(todo), workers)
+    slots: list[_Slot] = [slot.init(out_dir, job) for slot in pool.slots[:len(todo)]]
+    for slot in pool.slots[len(todo):]:  # more workers than videos
+        slot.kill()
+    pool.slots = []
+
+    def end(slot: _Slot, status: str, payload, replace: bool) -> None:
+        rel = slot.rel
+        secs = round(time.monotonic() - (slot.started or slot.spawned), 2)
+        stored = record(manifest, rel, job, status, payload, secs)
+        progress.finished(slot, rel, stored, payload if stored == "failed" else manifest.videos[rel].get("reason", ""),
+                          secs)
+        slot.rel, slot.started = None, None
+        if replace:
+            slot.kill()
+            slots.remove(slot)
         if on_done:
             on_done()
-        free_pos.append(pos)
-        overall.update(1)
-        conn.close()
-        del running[conn]
 
     try:
-        while queue or running:
-            while queue and len(running) < workers:
-                rel = queue.pop(0)
-                manifest.set(rel, status="pending", hash=job.settings_hash)
-                parent, child = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_worker, args=(child, str(input_dir / rel), rel, str(out_dir), job, os.getpid()),
-                                   daemon=True)
-                proc.start()
-                child.close()
-                pos = min(free_pos)
-                free_pos.remove(pos)
-                bar = tqdm(total=0, desc=rel[-40:], unit="frame", position=pos, leave=False, dynamic_ncols=True)
-                running[parent] = [rel, proc, time.monotonic(), bar, None, pos]
-            for conn in wait(list(running), timeout=0.5):
-                state = running[conn]
+        while queue or any(s.rel for s in slots):
+            while len(slots) < min(workers, len(queue) + sum(s.rel is not None for s in slots)):
+                slots.append(_Slot(ctx).init(out_dir, job))
+            for slot in slots:
+                if slot.rel is None and queue:
+                    slot.rel = queue.popleft()
+                    manifest.set(slot.rel, status="pending", hash=job.settings_hash)
+                    slot.conn.send(("run", str(input_dir / slot.rel), slot.rel))
+            by_conn = {s.conn: s for s in slots}
+            for conn in wait(list(by_conn), timeout=0.5):
+                slot = by_conn[conn]
                 try:
                     msg = conn.recv()
-                except (EOFError, OSError):  # worker gone: crashed, killed or finished
-                    finish(conn, state)
+                except (EOFError, OSError):  # the worker is gone: crashed or killed from outside
+                    slot.proc.join(5)
+                    if slot.rel:
+                        end(slot, "failed", _death_reason(slot.proc.exitcode), replace=True)
+                    else:
+                        slot.kill()
+                        slots.remove(slot)
                     continue
-                if msg[0] == "progress":
-                    state[3].total = msg[2]
-                    state[3].n = msg[1]
-                    state[3].refresh()
-                else:
-                    state[4] = msg
+                if msg[0] == "ready":
+                    slot.ready = True
+                elif msg[0] == "start":
+                    slot.started = time.monotonic()
+                    progress.started(slot, slot.rel)
+                elif msg[0] == "progress":
+                    progress.frames(slot, msg[1], msg[2])
+                elif slot.rel:  # done / failed
+                    end(slot, msg[0], msg[1], replace=False)
             now = time.monotonic()
-            for conn, state in list(running.items()):
-                if job.timeout and now - state[2] > job.timeout and state[4] is None:
-                    state[1].kill()
-                    state[4] = "timeout"
-                    finish(conn, state)
+            for slot in list(slots):
+                if slot.rel is None:
+                    continue
+                if slot.started is None and now - slot.spawned > STARTUP_LIMIT_S:
+                    end(slot, "failed", f"worker did not start within {STARTUP_LIMIT_S:g} s (worker killed)", True)
+                elif slot.started and job.timeout and now - slot.started > job.timeout:
+                    end(slot, "failed", f"timed out after {job.timeout:g} s (worker killed)", True)
+                elif job.max_memory_mb and slot.started and rss_mb(slot.proc.pid) > job.max_memory_mb:
+                    end(slot, "failed", f"over the memory limit of {job.max_memory_mb:g} MB (worker killed)", True)
+        for slot in slots:  # no more videos: let the workers exit
+            try:
+                slot.conn.send(None)
+            except OSError:
+                pass
+        for slot in slots:
+            slot.proc.join(10)
     finally:
-        for conn, state in list(running.items()):
-            state[1].kill()
-        overall.close()
+        for slot in slots:
+            slot.kill()
+        progress.close()

@@ -147,11 +147,20 @@ class DecordSource:
         self.info = StreamInfo(n - hidden, fps, int(w), int(h), float(self.ts[-1, 1] - self.ts[0, 0]),
                                "decord", hidden)
 
+    REOPEN_FRAMES = 512  # decord's reader grows by ~0.3 MB per 640x360 frame read; a fresh one does not
+
     def chunks(self) -> Iterator[FrameChunk]:
         n, first = self.info.n_frames, self.info.hidden
+        since_open = 0
         for start in range(0, n, self.chunk_size):
             stop = min(n, start + self.chunk_size)
             try:
+                if since_open >= self.REOPEN_FRAMES:  # flat memory over long videos (bench/batch.py)
+                    import decord
+                    self.vr = None
+                    self.vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
+                    since_open = 0
+                since_open += stop - start
                 frames = self.vr.get_batch(list(range(first + start, first + stop))).asnumpy()
             except MemoryError:
                 raise

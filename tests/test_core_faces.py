@@ -79,3 +79,74 @@ def test_aligned_crop_levels_the_eye_line(detector, media):
 def test_min_face_size_setting_is_honoured(media):
     big_only = FaceDetector(DetectorConfig(min_face_size=200), device="cpu")
     assert len(big_only.detect(media / "multi_face.jpg")[0]) == 0
+
+
+def _upstream(batch, det):
+    """facenet-pytorch's own detect_face on the same nets and settings (the reference)."""
+    import torch
+    from facenet_pytorch.models.utils.detect_face import detect_face
+    c = det.config
+    with torch.no_grad():
+        boxes, points = detect_face(batch, c.min_face_size, *det._nets, list(c.thresholds), c.factor, det.device)
+    return [(np.asarray(b, np.float32).reshape(-1, 5), np.asarray(p, np.float32).reshape(-1, 5, 2))
+            for b, p in zip(boxes, points)]
+
+
+def _reference_batches(media, det):
+    import cv2
+    import decord
+    out = [(f.name, det._prepare(f)[0][None]) for f in sorted(media.glob("*.jp*g"))]
+    for f in sorted(media.glob("*.mp4")):  # 8 frames spread over each shared clip, as the video path sizes them
+        vr = decord.VideoReader(str(f))
+        fr = vr.get_batch(list(np.linspace(0, len(vr) - 1, 8).round().astype(int))).asnumpy()
+        w = 320
+        out.append((f.name, np.stack([cv2.resize(x, (w, round(w * x.shape[0] / x.shape[1])),
+                                                 interpolation=cv2.INTER_AREA) for x in fr])))
+    return out
+
+
+def test_batched_crops_give_facenet_pytorchs_boxes(detector, media):
+    """R-Net/O-Net crops gathered in one batched op give the same faces as facenet-pytorch's
+    per-box interpolate: same count per frame, boxes and landmarks within 1 px, same scores."""
+    from mer.faces import detect_faces
+    c = detector.config
+    checked = 0
+    for name, batch in _reference_batches(media, detector):
+        ref = _upstream(batch, detector)
+        got = detect_faces(batch, c.min_face_size, detector._nets, c.thresholds, c.factor, detector.device)
+        assert [len(b) for b, _ in got] == [len(b) for b, _ in ref], name
+        for (gb, gp), (rb, rp) in zip(got, ref):
+            assert np.abs(gb[:, :4] - rb[:, :4]).max(initial=0) <= 1.0, name
+            assert np.abs(gp - rp).max(initial=0) <= 1.0, name
+            assert np.abs(gb[:, 4] - rb[:, 4]).max(initial=0) < 1e-4, name
+            checked += len(gb)
+    assert checked >= 30  # faces on the photos and in the clips' frames were really compared
+
+
+def test_area_resize_is_torchs_area_interpolation():
+    """The batched resize equals torch's interpolate(mode='area') on every crop, odd sizes included."""
+    import torch
+    from mer.faces import _area_resize
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (2, 3, 37, 53), generator=g, dtype=torch.uint8)
+    sat = torch.nn.functional.pad(frames.int().cumsum(2).cumsum(3), (1, 0, 1, 0))
+    y0, y1 = torch.tensor([0, 5, 3, 10]), torch.tensor([37, 9, 30, 11])
+    x0, x1 = torch.tensor([0, 7, 50, 20]), torch.tensor([53, 40, 53, 21])
+    inds = torch.tensor([0, 1, 0, 1])
+    for size in (24, 48):
+        got = _area_resize(sat, inds, y0, y1, x0, x1, size)
+        for k in range(4):
+            crop = frames[inds[k], :, y0[k]:y1[k], x0[k]:x1[k]].float()[None]
+            ref = torch.nn.functional.interpolate(crop, size=(size, size), mode="area")[0]
+            assert torch.allclose(got[k], ref, atol=1e-3), (size, k)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (12, 800), (16, 16), (800, 12), (17, 40)])
+def test_tiny_frames_give_no_faces_not_a_crash(detector, media, shape):
+    from PIL import Image
+    tiny = np.full((*shape, 3), 128, np.uint8)
+    assert detector.detect(tiny) == [[]]
+    assert detector.detect(Image.new("RGB", shape[::-1])) == [[]]
+    # inside a mixed batch: the tiny frame gets no faces, the others theirs
+    out = detector.detect([media / "single_face.jpg", tiny, tiny, media / "two_people.jpg"])
+    assert [len(f) for f in out] == [1, 0, 0, 2]
