@@ -12,9 +12,11 @@ and after it, found by the frames' real timestamps (right on variable frame rate
 3. the absolute difference is masked at the eyes (blinks are not expressions) and outside the face
    ellipse, averaged in `block`-px blocks, and the mean of the top `top` fraction of blocks is
    taken (expressions are local: one action unit moves a few blocks);
-4. score(t) = min(difference to t - window_s, difference to t + window_s): high only while the face
-   differs from BOTH sides, so an expression shorter than window_s gives one plateau over its own
-   frames (no side lobes), a lasting change (a new head pose) gives nothing.
+4. score(t) = the min of the differences to the references at t -/+ `ref_frac` x window_s (3, 4 and
+   5 s before and after): high only while the face differs from BOTH sides, so an expression
+   shorter than the nearest reference gives one plateau over its own frames (no side lobes), a
+   lasting change (a new head pose) gives nothing, and a reference that falls inside another
+   expression does not make a still frame score (another reference on that side is still).
    Near the start and end of a track the track's first / last frame stands in for a reference
    that does not exist (when at least `min_ref_s` away), otherwise only the other side is used.
 
@@ -53,7 +55,8 @@ class SpotConfig:
     """Defaults: c, min_rise, rel, pad_s, merge_s and min_s chosen with training.spot's grid on 10
     generated 60-s dev videos of 9 subjects (training.synth_long --seed 7 and --seed 8), never on
     the videos the figures in docs/spotting.md are measured on."""
-    window_s: float = 4.0       # references: the crops this many seconds before and after
+    window_s: float = 5.0       # references: the crops up to this many seconds before and after ...
+    ref_frac: tuple = (0.6, 0.8, 1.0)  # ... at these fractions of window_s (3, 4, 5 s) on each side
     min_ref_s: float = 0.75     # near a track's ends: its first/last frame, if at least this far
     geometry_s: float = 0.3     # crop from the median face box/landmarks of the last this-many seconds
     crop: int = 96              # side of the gray aligned crop the score uses
@@ -186,8 +189,9 @@ class MotionScorer:
 
     def _score(self, tr: dict, i: int, k: float, final: bool) -> float:
         times, ti = tr["t"], tr["t"][i]
-        refs = [r for r in (self._ref(times, i, ti - k, final), self._ref(times, i, ti + k, final))
-                if r is not None and r != i]
+        targets = [ti + sign * f * k for sign in (-1, 1) for f in self.config.ref_frac]
+        refs = {self._ref(times, i, x, final) for x in targets}
+        refs = sorted(r for r in refs if r is not None and r != i)
         if not refs:
             return 0.0  # no reference far enough away (a track under min_ref_s): no measurable motion
         gi = tr["g"][i]
