@@ -17,14 +17,13 @@ holds only a few small grayscale crops per face.
 from __future__ import annotations
 
 import time
-import weakref
 from collections import deque
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from .faces import DetectorConfig, Face, FaceDetector
+from .faces import DetectorConfig, Face
 from .images import read_image
 from .render import draw_predictions
 from .tracking import IoUTracker, TrackerConfig
@@ -70,18 +69,6 @@ class LiveFrame:
         return {"frame": self.index, "t_s": round(self.t, 4), "width": int(self.image.shape[1]),
                 "height": int(self.image.shape[0]), "n_faces": len(self.faces),
                 "faces": [f.to_dict() for f in self.faces]}
-
-
-_detectors: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _detector(predictor, cfg: DetectorConfig) -> FaceDetector:
-    """One MTCNN per (predictor, detection settings), shared by every session."""
-    cache = _detectors.setdefault(predictor, {})
-    key = (cfg.min_face_size, cfg.min_prob, cfg.max_side)
-    if key not in cache:
-        cache[key] = FaceDetector(cfg, device=predictor.device)
-    return cache[key]
 
 
 class MotionTrack:
@@ -132,7 +119,7 @@ class LiveSession:
         if self.t0 is None:
             self.t0 = now
         self.last_t = now
-        faces: list[Face] = _detector(predictor, c.detector_config()).detect([img])[0]
+        faces: list[Face] = predictor.detector_for(c.detector_config()).detect([img])[0]
         ids = self.tracker.update(faces)
         preds = predictor.predict_faces([img], [faces])[0]
         out = []

@@ -92,6 +92,15 @@ class Predictor:
         """An in-memory model and its card (training's evaluation): the same preprocessing and softmax."""
         return cls(device=device, _loaded=(model, card), **kwargs)
 
+    def detector_for(self, cfg: DetectorConfig) -> FaceDetector:
+        """One MTCNN per detection setting on this predictor's device, built on first use and shared
+        by every caller (video analysis, live frames)."""
+        key = (cfg.min_face_size, cfg.min_prob, cfg.max_side)
+        cache = self.__dict__.setdefault("_detectors", {})
+        if key not in cache:
+            cache[key] = FaceDetector(cfg, device=self.device)
+        return cache[key]
+
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:  # built on first use: training evaluation never needs it

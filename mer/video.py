@@ -116,18 +116,6 @@ def frame_records(chunk: FrameChunk) -> list[FrameRecord]:
 
 # ---------------------------------------------------------------- stages
 
-_detectors: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _detector_for(predictor, settings: VideoSettings) -> FaceDetector:
-    cfg = settings.detector_config()
-    cache = _detectors.setdefault(predictor, {})
-    key = (cfg.min_face_size, cfg.min_prob, cfg.max_side)
-    if key not in cache:
-        cache[key] = FaceDetector(cfg, device=predictor.device)
-    return cache[key]
-
-
 class Detect:
     """MTCNN on keyframes: every `every`-th frame and the last one the file announces."""
 
@@ -437,7 +425,7 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
         _check_limits(path, info, s)
         if progress:
             progress(0, info.n_frames)
-        detect = Detect(_detector_for(predictor, s), s.detect_every, info.n_frames)
+        detect = Detect(predictor.detector_for(s.detector_config()), s.detect_every, info.n_frames)
         track, crop, classify = Track(s.tracker), Crop(predictor), Classify(predictor)
         rows = Rows(len(classes))
         gap = max(1, round(0.2 * (info.fps or 25)))
