@@ -228,14 +228,14 @@ def main() -> None:
     import torch
     from batch.synth import make_face_clip
     from mer.faces import resolve_device
-    from mer.video import VideoSettings, _detector_for
+    from mer.video import VideoSettings
     dev = str(resolve_device(args.device))
     tmp = Path(tempfile.mkdtemp(prefix="mer-bench-"))
     p = predictor_for(args.checkpoint, dev, tmp)
     ckpt = str(p.checkpoint)
     settings = VideoSettings(detect_every=args.detect_every, detect_max_side=args.detect_max_side,
                              chunk_size=args.chunk_size)
-    det = _detector_for(p, settings)
+    det = p.detector_for(settings.detector_config())
     print(f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}, detect_every "
           f"{args.detect_every}, detect_max_side {args.detect_max_side}, checkpoint {Path(ckpt).name}")
     clips = []

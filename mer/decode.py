@@ -7,7 +7,9 @@ numbered as players number them.
             ...
         src.info.partial              # None, or why only part of the file could be decoded
 
-- decord decodes (frame-accurate, real per-frame timestamps, so variable frame rate is kept).
+- decord indexes the file (real per-frame timestamps, so variable frame rate is kept); OpenCV's
+  FFmpeg reader decodes the frames in order, one per read (memory stays one chunk however long the
+  video: decord's reader decodes far ahead of its caller, see DecordSource).
   Frames an MP4 edit list hides (negative presentation times, e.g. the first 3 of no_face.mp4's
   98 coded frames) are dropped: the frames players show are numbered from 0, time from 0.
 - A file decord rejects that still decodes in part (a half-downloaded faststart MP4: its index is
@@ -130,7 +132,15 @@ def diagnose(path: Path, error: BaseException | str) -> str:
 # ---------------------------------------------------------------- in-process sources
 
 class DecordSource:
-    """decord, frame-accurate; frames with negative presentation time (edit lists) dropped."""
+    """decord's index (real per-frame timestamps, frames with negative presentation time, e.g. an
+    edit list's pre-roll, dropped), the frames decoded in order by OpenCV's FFmpeg reader.
+
+    decord's own reader is not used for the frames: it hands packets to its decoding thread for as
+    long as that thread has produced nothing, then decodes them all ahead of its caller, so a reader
+    held open holds hundreds to thousands of decoded frames (a 2-minute 640x360 clip: +1.5 GB after
+    its first 128 frames; more the longer the file). OpenCV decodes one frame per read. It also shows
+    the frames a player shows where an edit list hides some (decord's pixels ignore the edit list
+    that its timestamps honour)."""
 
     def __init__(self, path: Path, vr, chunk_size: int):
         n = len(vr)
@@ -143,39 +153,45 @@ class DecordSource:
         hidden = int((ts[:, 0] < -_EPS).sum())
         if hidden == n or np.any(ts[hidden:, 0] < -_EPS):  # not a leading pre-roll: keep everything
             hidden = 0
-        self.path, self.vr, self.chunk_size, self.ts = path, vr, max(1, int(chunk_size)), ts[hidden:]
+        self.path, self.chunk_size, self.ts = path, max(1, int(chunk_size)), ts[hidden:]
+        self.vr = None  # only the index is needed from decord (see above); its reader stops here
         self.info = StreamInfo(n - hidden, fps, int(w), int(h), float(self.ts[-1, 1] - self.ts[0, 0]),
                                "decord", hidden)
 
-    REOPEN_FRAMES = 512  # decord's reader grows by ~0.3 MB per 640x360 frame read; a fresh one does not
-
     def chunks(self) -> Iterator[FrameChunk]:
-        n, first = self.info.n_frames, self.info.hidden
-        since_open = 0
-        for start in range(0, n, self.chunk_size):
-            stop = min(n, start + self.chunk_size)
-            try:
-                if since_open >= self.REOPEN_FRAMES:  # flat memory over long videos (bench/batch.py)
-                    import decord
-                    self.vr = None
-                    self.vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
-                    since_open = 0
-                since_open += stop - start
-                frames = self.vr.get_batch(list(range(first + start, first + stop))).asnumpy()
-            except MemoryError:
-                raise
-            except Exception as e:
-                why = f"decoding failed in frames {start}-{stop - 1} ({clean_error(e, self.path)})"
-                if start == 0:
-                    raise VideoError(f"{self.path.name}: {why}") from None
-                self.info.partial = f"{why}; the first {start} of {n} frames were analysed"
-                self.info.n_frames = start
-                return
-            ts = self.ts[start:stop]
-            chunk = FrameChunk(np.arange(start, stop, dtype=np.int64), ts[:, 0].copy(), ts[:, 1].copy(), frames)
-            del frames
-            yield chunk
-            del chunk  # not alive while the next chunk decodes
+        import cv2
+        n, w, h = self.info.n_frames, self.info.width, self.info.height
+        cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+        try:
+            for start in range(0, n, self.chunk_size):
+                stop = min(n, start + self.chunk_size)
+                frames = np.empty((stop - start, h, w, 3), np.uint8)
+                k = 0
+                while k < stop - start:
+                    ok, bgr = cap.read()
+                    if not ok:
+                        break
+                    if bgr.shape[:2] != (h, w):  # as decord: every frame at the first frame's size
+                        bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
+                    cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=frames[k])
+                    k += 1
+                if k < stop - start:
+                    why = f"decoding failed in frames {start + k}-{n - 1}"
+                    if start + k == 0:
+                        raise VideoError(f"{self.path.name}: {why}")
+                    self.info.partial = f"{why}; the first {start + k} of {n} frames were analysed"
+                    self.info.n_frames = start + k
+                if k:
+                    ts = self.ts[start:start + k]
+                    chunk = FrameChunk(np.arange(start, start + k, dtype=np.int64), ts[:, 0].copy(),
+                                       ts[:, 1].copy(), frames[:k])
+                    del frames
+                    yield chunk
+                    del chunk  # not alive while the next chunk decodes
+                if self.info.partial:
+                    return
+        finally:
+            cap.release()
 
     def close(self) -> None:
         self.vr = None
