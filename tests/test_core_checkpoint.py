@@ -257,6 +257,7 @@ def test_bad_card_in_the_batch_tool_is_a_configuration_error(tmp_path):
     import subprocess
     import sys
     (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "clip.mp4").write_bytes(b"not analysed: the card is refused first")
     ck = micro_with_card(tmp_path, mean=5)
     r = subprocess.run([sys.executable, "-m", "batch", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
                         "--checkpoint", str(ck)], capture_output=True, text=True, timeout=120,
