@@ -184,6 +184,14 @@ def _decodable_path(video: str):
         yield str(link)
 
 
+def _receive(conn):
+    """The driver's next message; None when it says stop or the pipe is gone."""
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        return None
+
+
 def _worker(conn, parent: int) -> None:
     """A persistent worker: imports at once (while the driver still validates), then
     ("init", out_dir, job) -> loads the model -> ("ready",); then ("run", video, rel) -> ("start",),
@@ -195,10 +203,7 @@ def _worker(conn, parent: int) -> None:
         import mer.video  # noqa: F401
     except Exception:
         pass  # reported below, when the model is loaded
-    try:
-        msg = conn.recv()
-    except (EOFError, OSError):
-        return
+    msg = _receive(conn)
     if msg is None:
         return
     _, out_dir, job = msg
@@ -208,13 +213,7 @@ def _worker(conn, parent: int) -> None:
     except Exception as e:  # reported for every video it is given (the driver goes on)
         predictor, init_error, VideoError = None, f"worker could not start: {type(e).__name__}: {e}", ValueError
     conn.send(("ready",))
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg is None:
-            return
+    while (msg := _receive(conn)) is not None:
         _, video, rel = msg
         conn.send(("start",))
         if init_error:

@@ -6,9 +6,6 @@ The preview is written during the analysis itself (no second decode):
 
     preview = PreviewWriter(out_dir / "clip.preview.mp4", max_side=640)
     result = analyze_video("clip.mp4", predictor, preview=preview)   # preview.path now exists
-
-`write_preview(video_path, result, out_path)` draws the same preview from a finished result (it
-decodes the video again; for results analysed without a PreviewWriter).
 """
 from __future__ import annotations
 
@@ -125,27 +122,3 @@ class PreviewWriter:
     def abort(self) -> None:
         if self._out is not None:
             self._out.abort()
-
-
-def _faces_of(rows) -> list:
-    return [((r.x1, r.y1, r.x2, r.y2), r.detected == 1, f"{int(r.face_id)} {r.top_class} {r.top_prob:.2f}")
-            for r in rows.itertuples()]
-
-
-def annotate_frames(video_path: str | Path, result, max_side: int = 640, chunk: int = 32):
-    """Yield the video's frames (longer side <= max_side, even sizes) with the analysis of `result`
-    drawn on. Decodes the video again: prefer PreviewWriter during the analysis."""
-    from .decode import open_source
-    df = result.frames[result.frames["face_id"].notna()]
-    by_frame = {int(k): _faces_of(g) for k, g in df.groupby("frame")}
-    with open_source(video_path, chunk) as src:
-        size = preview_size(src.info.width, src.info.height, max_side)
-        for c in src.chunks():
-            for i, frame in zip(c.index, c.frames):
-                yield annotate(frame, by_frame.get(int(i), []), size)
-
-
-def write_preview(video_path: str | Path, result, out_path: str | Path, max_side: int = 640) -> Path:
-    """Annotated, browser-playable H.264 preview of an analysed video (decodes it again)."""
-    fps = result.info.get("fps") or 25.0
-    return write_h264(annotate_frames(video_path, result, max_side), out_path, fps)

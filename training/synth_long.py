@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import pandas as pd
 
 from mer.faces import FaceDetector
 from mer.images import read_image
-from mer.report import atomic_write
+from mer.report import atomic_path, atomic_write
 
 from .synth import AUS, EMOTIONS
 
@@ -285,21 +284,9 @@ class Renderer:
 
 
 def write_video(path: Path, frames, cfg: LongConfig) -> Path:
-    """H.264 (yuv420p, crf) via imageio-ffmpeg's ffmpeg; written beside and renamed (atomic)."""
-    import imageio_ffmpeg
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    w = imageio_ffmpeg.write_frames(str(tmp), (cfg.width, cfg.height), fps=cfg.fps, codec="libx264", quality=None,
-                                    macro_block_size=8, output_params=["-crf", str(cfg.crf), "-preset", "veryfast"])
-    w.send(None)
-    try:
-        for f in frames:
-            w.send(np.ascontiguousarray(f))
-    finally:
-        w.close()
-    os.replace(tmp, path)
-    return path
+    """H.264 (yuv420p, crf) via mer.encode.write_h264 (imageio-ffmpeg's ffmpeg), written atomically."""
+    from mer.encode import write_h264
+    return write_h264(frames, path, cfg.fps, crf=cfg.crf)
 
 
 def to_vfr(src: Path, dst: Path, keep: str = "not(eq(mod(n,4),1))*not(eq(mod(n,7),3))") -> Path:
@@ -307,11 +294,10 @@ def to_vfr(src: Path, dst: Path, keep: str = "not(eq(mod(n,4),1))*not(eq(mod(n,7
     frames keep their original timestamps (so the same content sits at the same seconds)."""
     import subprocess
     import imageio_ffmpeg
-    tmp = Path(dst).with_name(f".{Path(dst).stem}.tmp{Path(dst).suffix}")
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-vf", f"select='{keep}'",
-           "-fps_mode", "passthrough", "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", str(tmp)]
-    subprocess.run(cmd, check=True)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src),
+                        "-vf", f"select='{keep}'", "-fps_mode", "passthrough", "-c:v", "libx264", "-crf", "18",
+                        "-preset", "veryfast", "-f", "mp4", str(tmp)], check=True)
     return Path(dst)
 
 
