@@ -5,7 +5,6 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -125,29 +124,18 @@ def main(argv=None) -> int:
 def _run(args, inp: Path, out: Path, videos: list[str], manifest, pool) -> int:
     from .manifest import file_sha256, settings_hash
     from .runner import Job, precheck, record, summary_row
-    try:
-        from mer.checkpoint import load_checkpoint
-        from mer.faces import resolve_device
-        from mer.predict import default_checkpoint
-        if args.engine == "ray":  # the nodes' GPUs, not the driver's: Ray gives an actor GPUs only if asked
-            if args.device == "cuda" and not args.gpus_per_video:
-                return usage_error("--device cuda with --engine ray needs --gpus-per-video (e.g. 1 or 0.25)")
-            device = "cuda" if args.gpus_per_video and args.device != "cpu" else "cpu"
-        else:
-            device = str(resolve_device(args.device))
-        ckpt = args.checkpoint or default_checkpoint()
-        _, card = load_checkpoint(ckpt, device="cpu")  # validate once, before any video is started
-    except Exception as e:  # CheckpointError, a card that does not fit (TypeError...), no CUDA
-        return usage_error(str(e) or type(e).__name__)
-    from mer.video import VideoSettings
-
-    settings = VideoSettings(detect_every=args.detect_every, detect_max_side=args.detect_max_side or None)
-    sdict = asdict(settings)
-    job = Job(checkpoint=str(Path(ckpt).resolve()), device=device, settings=sdict,
-              settings_hash=settings_hash(sdict, file_sha256(ckpt), device, card.to_json()),
-              threads=1 if args.address else max(1, (os.cpu_count() or 1) // args.workers),
-              timeout=args.timeout_per_video or None, max_memory_mb=args.max_memory_per_worker or None,
-              extra={"card": card.to_json()})
+    job = Job(checkpoint=str(args.checkpoint or ""), device=args.device, settings=video_settings(args),
+              settings_hash="", threads=1 if args.address else max(1, (os.cpu_count() or 1) // args.workers),
+              timeout=args.timeout_per_video or None, max_memory_mb=args.max_memory_per_worker or None)
+    if pool:  # the first worker loads and validates the model (the driver itself never imports torch)
+        info = pool.handshake(out, job)
+    else:
+        info = describe_here(args, job)
+    if "error" in info:  # CheckpointError, a card that does not fit, no CUDA, ...
+        return usage_error(info["error"])
+    job.device, job.checkpoint, job.settings = info["device"], info["checkpoint"], info["settings"]
+    job.settings_hash = settings_hash(job.settings, file_sha256(job.checkpoint), job.device, info["card"])
+    job.extra = {"card": info["card"]}
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -158,7 +146,7 @@ def _run(args, inp: Path, out: Path, videos: list[str], manifest, pool) -> int:
     write_plotly_js(out)
     todo = [v for v in videos if manifest.needs_run(v, job.settings_hash, out, args.retry_failed)]
     print(f"{len(videos)} videos under {inp}: {len(videos) - len(todo)} already done or failed with these "
-          f"settings, {len(todo)} to run (engine {args.engine}, device {device})", file=sys.stderr)
+          f"settings, {len(todo)} to run (engine {args.engine}, device {job.device})", file=sys.stderr)
     t0 = time.monotonic()
     for rel in list(todo):  # empty or vanished files fail here, without a worker
         reason = precheck(inp / rel)
@@ -197,6 +185,26 @@ def _run(args, inp: Path, out: Path, videos: list[str], manifest, pool) -> int:
     for r in failed:
         print(f"  FAILED {r['video']}: {r['error']}", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def video_settings(args) -> dict:
+    """The CLI's video settings (mer.video.VideoSettings fields; the worker fills in the defaults)."""
+    return {"detect_every": args.detect_every, "detect_max_side": args.detect_max_side or None}
+
+
+def describe_here(args, job) -> dict:
+    """The Ray engine's check, in the driver: the model loaded and validated once before any
+    video is sent (the nodes' GPUs, not the driver's: an actor gets GPUs only if asked)."""
+    import dataclasses
+    try:
+        from .runner import describe, load_predictor
+        if args.device == "cuda" and not args.gpus_per_video:
+            return {"error": "--device cuda with --engine ray needs --gpus-per-video (e.g. 1 or 0.25)"}
+        device = "cuda" if args.gpus_per_video and args.device != "cpu" else "cpu"
+        predictor = load_predictor(dataclasses.replace(job, device="cpu"))
+        return {**describe(job, predictor), "device": device}
+    except Exception as e:  # CheckpointError, a card that does not fit (TypeError...)
+        return {"error": str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}
 
 
 def display(rel: str) -> str:

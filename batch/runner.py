@@ -125,6 +125,20 @@ def load_predictor(job: Job, checkpoint: str | None = None):
     return Predictor(checkpoint or job.checkpoint, device=job.device)
 
 
+def describe(job: Job, predictor) -> dict:
+    """What a loaded worker runs, for the driver's settings hash: the device and checkpoint as
+    resolved, the model card, every video setting (the job's, defaults filled in)."""
+    from dataclasses import asdict
+    from mer.spotting import SpotConfig
+    from mer.tracking import TrackerConfig
+    from mer.video import VideoSettings
+    s = dict(job.settings)
+    settings = VideoSettings(**{**s, "tracker": TrackerConfig(**s.get("tracker", {})),
+                                "spotting": SpotConfig(**s.get("spotting", {}))})
+    return {"device": str(predictor.device), "checkpoint": str(Path(predictor.checkpoint).resolve()),
+            "card": predictor.card.to_json(), "settings": asdict(settings)}
+
+
 def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, predictor=None) -> dict:
     """Analyse one video and write its reports; returns the summary fields (with `partial`, the
     reason, when only part of the video decoded). Raises on failure. Shared by the local worker and
@@ -134,7 +148,8 @@ def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, pre
     from mer.tracking import TrackerConfig
     from mer.video import VideoSettings, analyze_video
     s = dict(job.settings)
-    settings = VideoSettings(**{**s, "tracker": TrackerConfig(**s["tracker"]), "spotting": SpotConfig(**s["spotting"])})
+    settings = VideoSettings(**{**s, "tracker": TrackerConfig(**s.get("tracker", {})),
+                                "spotting": SpotConfig(**s.get("spotting", {}))})
     predictor = predictor or load_predictor(job)
     name = display_name(rel)
     def each_chunk(done: int, total: int) -> None:
@@ -193,9 +208,11 @@ def _receive(conn):
 
 
 def _worker(conn, parent: int) -> None:
-    """A persistent worker: imports at once (while the driver still validates), then
-    ("init", out_dir, job) -> loads the model -> ("ready",); then ("run", video, rel) -> ("start",),
-    ("progress", d, t)..., ("done", summary) | ("failed", reason); None ends it."""
+    """A persistent worker: imports at once (while the driver parses and checks), then
+    ("init", out_dir, job) -> loads and validates the model -> ("ready", describe(...)) or
+    ("ready", {"error": reason}); then ("run", video, rel) -> ("start",), ("progress", d, t)...,
+    ("done", summary) | ("failed", reason); None ends it, at once (os._exit: every output is
+    written and closed by then, and tearing down torch's modules would only cost the driver's wait)."""
     _die_with_parent(parent)
     try:  # the heavy imports, before the job is known
         import mer.predict  # noqa: F401
@@ -205,14 +222,16 @@ def _worker(conn, parent: int) -> None:
         pass  # reported below, when the model is loaded
     msg = _receive(conn)
     if msg is None:
-        return
+        os._exit(0)
     _, out_dir, job = msg
     try:
-        predictor, init_error = load_predictor(job), None
+        predictor = load_predictor(job)
+        info, init_error = describe(job, predictor), None
         from mer.video import VideoError
-    except Exception as e:  # reported for every video it is given (the driver goes on)
-        predictor, init_error, VideoError = None, f"worker could not start: {type(e).__name__}: {e}", ValueError
-    conn.send(("ready",))
+    except Exception as e:  # the driver stops on this (first worker) or fails each video given
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        info, init_error, VideoError = {"error": reason}, f"worker could not start: {reason}", ValueError
+    conn.send(("ready", info))
     while (msg := _receive(conn)) is not None:
         _, video, rel = msg
         conn.send(("start",))
@@ -229,6 +248,9 @@ def _worker(conn, parent: int) -> None:
             conn.send(("failed", "out of memory"))
         except Exception as e:  # any other error fails this video only, with its reason
             conn.send(("failed", f"{type(e).__name__}: {e}"))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _death_reason(code: int | None) -> str:
@@ -332,11 +354,13 @@ class _Slot:
         child.close()
         self.spawned = time.monotonic()
         self.ready = False
+        self.job: Job | None = None        # the job it was given (init)
         self.rel: str | None = None
         self.started: float | None = None  # when its current video started (worker's "start")
 
     def init(self, out_dir: Path, job: Job) -> "_Slot":
         self.conn.send(("init", str(out_dir), job))
+        self.job = job
         return self
 
     def kill(self) -> None:
@@ -347,12 +371,31 @@ class _Slot:
 
 
 class WorkerPool:
-    """Worker processes started early (by the CLI, before it validates the checkpoint) so that
-    their imports overlap the driver's; run_local hands them the job."""
+    """Worker processes started early (by the CLI, before it parses its checks) so that their
+    imports overlap the driver's work; `handshake` gives them the job and returns what the first
+    one loaded (device, checkpoint, card, settings: the driver never imports torch); run_local
+    then hands them videos."""
 
     def __init__(self, n: int):
         self.ctx = mp.get_context("spawn")
         self.slots = [_Slot(self.ctx) for _ in range(max(0, n))]
+
+    def handshake(self, out_dir: Path, job: Job) -> dict:
+        """Send `job` to every worker; wait for the first to load and validate the model. -> its
+        describe() dict, or {"error": reason} (bad checkpoint, no CUDA, a worker that died)."""
+        if not self.slots:
+            raise ValueError("handshake needs at least one worker")
+        for slot in self.slots:
+            slot.init(out_dir, job)
+        first = self.slots[0]
+        if not first.conn.poll(STARTUP_LIMIT_S):
+            return {"error": f"the worker did not load the model within {STARTUP_LIMIT_S:g} s"}
+        msg = _receive(first.conn)
+        if msg is None:
+            first.proc.join(5)
+            return {"error": f"the worker could not start: {_death_reason(first.proc.exitcode)}"}
+        first.ready = True
+        return msg[1]
 
     def close(self) -> None:
         for slot in self.slots:
@@ -369,7 +412,7 @@ def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str]
     ctx = pool.ctx
     queue = deque(todo)
     progress = Progress(len(videos), len(videos) - len(todo), workers)
-    slots: list[_Slot] = [slot.init(out_dir, job) for slot in pool.slots[:len(todo)]]
+    slots: list[_Slot] = [slot if slot.job else slot.init(out_dir, job) for slot in pool.slots[:len(todo)]]
     for slot in pool.slots[len(todo):]:  # more workers than videos
         slot.kill()
     pool.slots = []
