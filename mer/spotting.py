@@ -143,7 +143,7 @@ class MotionScorer:
             g, eyes = self.prepare(image, self.steady(face_id, t, face) if self.config.geometry_s > 0 else face)
         else:
             g = self._gray(crop)
-        tr = self.tracks.setdefault(int(face_id), {"t": [], "f": [], "g": [], "eyes": [], "next": 0})
+        tr = self.tracks.setdefault(int(face_id), {"t": [], "f": [], "g": [], "eyes": [], "next": 0, "warps": {}})
         tr["t"].append(float(t))
         tr["f"].append(int(frame))
         tr["g"].append(g)
@@ -174,6 +174,8 @@ class MotionScorer:
             for key in ("t", "f", "g", "eyes"):
                 del tr[key][:keep]
             tr["next"] -= keep
+            first = tr["f"][0]  # warps with a frame no longer kept can never be asked for again
+            tr["warps"] = {p: w for p, w in tr["warps"].items() if min(p) >= first}
         return out
 
     def _ref(self, times: list[float], i: int, target: float, final: bool) -> int | None:
@@ -194,19 +196,29 @@ class MotionScorer:
         refs = sorted(r for r in refs if r is not None and r != i)
         if not refs:
             return 0.0  # no reference far enough away (a track under min_ref_s): no measurable motion
-        gi = tr["g"][i]
         m = self.mask(tr["eyes"][i])
-        ni = self._norm(gi)
-        return float(min(self._diff(ni, self._register(tr["g"][r], gi), m) for r in refs))
+        ni = self._norm(tr["g"][i])
+        return float(min(self._diff(ni, self._registered(tr, r, i), m) for r in refs))
 
-    def _register(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    def _registered(self, tr: dict, r: int, i: int) -> np.ndarray:
+        """Crop r registered onto crop i (OpenCV ECC, affine, on the face ellipse). One ECC per pair
+        of frames: frames 3-5 s apart are each other's references, so the warp found while scoring
+        one is kept and applied the other way round when the other is scored (half the ECC runs)."""
+        key = (tr["f"][i], tr["f"][r])
+        w = tr["warps"].pop(key[::-1], False)  # found when r was scored with i as its reference
+        if w is not False:
+            return tr["g"][r] if w is None else self._warp(tr["g"][r], w, inverse=False)
         w = np.eye(2, 3, dtype=np.float32)
         try:
-            _, w = cv2.findTransformECC(dst, src, w, cv2.MOTION_AFFINE, self._crit, self._face8, 1)
-        except cv2.error:  # did not converge: compare unregistered
-            return src
+            _, w = cv2.findTransformECC(tr["g"][i], tr["g"][r], w, cv2.MOTION_AFFINE, self._crit, self._face8, 1)
+        except cv2.error:  # did not converge: compared unregistered (both ways)
+            w = None
+        tr["warps"][key] = w
+        return tr["g"][r] if w is None else self._warp(tr["g"][r], w, inverse=True)
+
+    def _warp(self, src: np.ndarray, w: np.ndarray, inverse: bool) -> np.ndarray:
         s = self.config.crop
-        return cv2.warpAffine(src, w, (s, s), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
+        return cv2.warpAffine(src, w, (s, s), flags=cv2.INTER_LINEAR + (cv2.WARP_INVERSE_MAP if inverse else 0),
                               borderMode=cv2.BORDER_REPLICATE)
 
     def _norm(self, g: np.ndarray) -> np.ndarray:
