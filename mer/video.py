@@ -380,6 +380,34 @@ def micro_model_for(predictor):
     return _micro_models[predictor]
 
 
+class Overlap:
+    """Runs `fn(item)` for each submitted item on one background thread, in order, at most one
+    item in flight: `submit` waits for the previous item first (and re-raises its error there)."""
+
+    def __init__(self, fn: Callable):
+        from concurrent.futures import ThreadPoolExecutor
+        self.fn, self.pool, self.pending = fn, ThreadPoolExecutor(1, thread_name_prefix="mer-motion"), None
+
+    def submit(self, item) -> None:
+        self._wait()
+        self.pending = self.pool.submit(self.fn, item)
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def close(self, wait_error: bool = True) -> None:
+        """Wait for the last item (raising its error unless wait_error is False) and stop the thread."""
+        try:
+            if wait_error:
+                self._wait()
+            elif self.pending is not None:
+                self.pending.exception()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
 # ---------------------------------------------------------------- the pipeline
 
 def open_video(path: str | Path):
@@ -434,24 +462,27 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
         motion = Motion(MotionScorer(s.spotting), thumbs, Thumbnails(200 if micro else 0, gap), micro or None)
         shown = Preview(preview, classes) if preview is not None else None
 
-        def finish(frames: list[FrameRecord]) -> None:
-            frames = motion(classify(crop(frames)))
-            rows.add(frames)
+        def score(frames: list[FrameRecord]) -> None:
+            rows.add(motion(frames))
             if shown:
                 shown.add(frames)
 
+        # the motion score (OpenCV, one core) of a chunk runs beside the next chunk's decoding,
+        # detection and classification (torch): one chunk in flight, in order
+        scoring = Overlap(score)
         try:
             if preview is not None:
                 preview.open(info.width, info.height, info.fps)
             done = 0
             chunks = src.chunks()
             while (chunk := next(chunks, None)) is not None:
-                finish(track(detect(frame_records(chunk))))
+                scoring.submit(classify(crop(track(detect(frame_records(chunk))))))
                 done = int(chunk.index[-1]) + 1
-                del chunk  # not alive while the next one decodes: memory is one chunk
+                del chunk  # memory: the chunk being decoded and the one being scored
                 if progress:
                     progress(done, info.n_frames)
-            finish(track.flush())
+            scoring.submit(classify(crop(track.flush())))
+            scoring.close()
             if not rows.frame:
                 raise VideoError(f"{path.name}: the video has no decodable frames")
             motion.flush()
@@ -463,6 +494,7 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             if preview is not None:
                 preview.close()
         except BaseException:
+            scoring.close(wait_error=False)
             if preview is not None:
                 preview.abort()
             raise
