@@ -30,8 +30,10 @@ COMPLETE = ("done", "partial")  # statuses whose outputs are there (partial: wha
 STARTUP_LIMIT_S = 600.0         # a fresh worker must be ready (imports, models) within this
 # The workers' environment (set by the CLI before they start, inherited):
 # - few malloc arenas: freed frame buffers go back instead of piling up in per-thread arenas;
-# - a small oneDNN primitive cache: MTCNN's later stages see a new batch shape on most chunks.
-WORKER_ENV = {"MALLOC_ARENA_MAX": "2", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "8"}
+# - a bounded oneDNN primitive cache: MTCNN's later stages see a new batch shape on most chunks, so
+#   the default (1024 entries) grows for a long time; 64 keeps the common shapes (8 cost ~10 % of
+#   detection time; 10-minute vs 10-second clip peak memory 1.08 with 64, bench/batch.py).
+WORKER_ENV = {"MALLOC_ARENA_MAX": "2", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}
 
 
 @dataclass
