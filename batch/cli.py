@@ -158,9 +158,9 @@ def _run(args, inp: Path, out: Path, videos: list[str], manifest, pool) -> int:
     def refresh_index():  # keeps OUT_DIR/index.html current while a long run goes on
         write_index([summary_row(v, manifest.videos.get(v)) for v in videos], out)
 
-    refresh_index()
     try:
         if args.engine == "ray":
+            refresh_index()
             from .ray_engine import run_ray
             run_ray(inp, out, videos, todo, manifest, job, args.address, args.gpus_per_video, args.workers, refresh_index)
         else:

@@ -385,3 +385,35 @@ def test_decoded_frames_are_those_a_player_shows(media, name):
     assert np.array_equal(np.concatenate([c.index for c in chunks]), np.arange(len(ref)))
     start = np.concatenate([c.start_s for c in chunks])
     assert start[0] == 0 and np.all(np.diff(start) > 0)
+
+
+def test_driver_leaves_torch_and_the_checks_to_the_workers(tmp_path, media, untrained_checkpoint):
+    """The driver never imports torch (fast start: the first worker loads and validates the model
+    and reports what it loaded); a card that does not fit its weights, found by that worker, is
+    still a usage error (exit 2, the checkpoint's own words, nothing written)."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "clip.mp4").symlink_to(media / "single_face.mp4")
+    code = ("import json, sys\nfrom batch.cli import main\nrc = main(json.loads(sys.argv[1]))\n"
+            "print(json.dumps([rc, [m for m in ('torch', 'torchvision', 'facenet_pytorch', 'decord', 'cv2') "
+            "if m in sys.modules]]))")
+
+    def driver(*argv):
+        r = subprocess.run([sys.executable, "-c", code, json.dumps([str(a) for a in argv])], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert r.stdout.strip(), r.stderr
+        return *json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
+
+    rc, heavy, err = driver(tmp_path / "in", "--out", tmp_path / "out", "--checkpoint", untrained_checkpoint)
+    assert (rc, heavy) == (0, []), err
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert summary["status"].tolist() == ["done"] and summary["frames"].iloc[0] > 0
+
+    bad = tmp_path / "bad" / "model.safetensors"  # the same weights, a card with one class fewer
+    bad.parent.mkdir()
+    bad.write_bytes(untrained_checkpoint.read_bytes())
+    card = json.loads(untrained_checkpoint.with_suffix(".json").read_text())
+    card["classes"] = card["classes"][:-1]
+    bad.with_suffix(".json").write_text(json.dumps(card))
+    rc, heavy, err = driver(tmp_path / "in", "--out", tmp_path / "out2", "--checkpoint", bad)
+    assert rc == 2 and heavy == [] and "error:" in err and "do not fit" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out2").exists()
