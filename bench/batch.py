@@ -2,7 +2,7 @@
 
     python bench/batch.py [--device cpu|cuda] [--checkpoint P] [--detect-every 1] [--long-minutes 10]
                           [--repeat 2] [--fer-python /tmp/tfvenv/bin/python] [--skip-fps] [--skip-memory]
-                          [--ray]
+                          [--ray] [--skip-devices]
 
 The issue's three targets, each a ratio of two whole measurements taken in this run (alternated
 --repeat times on a shared machine; the best of each is compared):
@@ -14,6 +14,8 @@ The issue's three targets, each a ratio of two whole measurements taken in this 
   frames per second of the whole process: target >= 2.
 - peak memory (ru_maxrss of a fresh process set up as a batch worker) of a 10-minute vs a
   10-second generated clip: target <= 1.2.
+- where CUDA is available: the whole `python -m batch` on 3 copies of WolfgangLanger_Pexels.mp4
+  with --device cuda vs --device cpu on the same machine: target >= 8.
 
 On the real 472-frame WolfgangLanger clip (../shared/media) and a generated 640x360 clip it prints:
 decode-only fps, decode + face detection fps (downscaled, as the pipeline does it), the full
@@ -36,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-MEDIA = ROOT.parent / "shared" / "media"
+MEDIA = Path(os.environ.get("MER_MEDIA", ROOT.parent / "shared" / "media"))  # as the tests
 
 
 def predictor_for(checkpoint: str | None, device: str, tmp: Path):
@@ -201,6 +203,28 @@ def fer_ratio(tmp: Path, clip: Path, fer_python: str | None, checkpoint, device,
           f"{max(ours) / max(inner):.2f}")
 
 
+def device_ratio(tmp: Path, clip: Path, checkpoint, every, repeat, copies: int = 3) -> None:
+    """The whole `python -m batch` on `copies` copies of the clip with --device cpu vs --device
+    cuda on this machine (issue 12's GPU target: >= 8x)."""
+    import cv2
+    cap = cv2.VideoCapture(str(clip))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) * copies
+    cap.release()
+    folder = tmp / "copies"
+    folder.mkdir(exist_ok=True)
+    for k in range(copies):
+        if not (folder / f"copy{k}{clip.suffix}").exists():
+            (folder / f"copy{k}{clip.suffix}").symlink_to(clip)
+    t = {"cpu": [], "cuda": []}
+    for _ in range(repeat):
+        for dev in t:
+            t[dev].append(run_batch_cli(folder, tmp / f"out-copies-{dev}", checkpoint, dev, every))
+    cpu, cuda = min(t["cpu"]), min(t["cuda"])
+    print(f"\ncpu vs cuda: whole `python -m batch` on {copies} copies of {clip.name} ({n} frames), best of {repeat}: "
+          f"cpu {cpu:.1f} s ({n / cpu:.1f} fps), cuda {cuda:.1f} s ({n / cuda:.1f} fps)")
+    print(f"  cuda / cpu = {cpu / cuda:.2f}  (target >= 8)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
@@ -214,6 +238,7 @@ def main() -> None:
     ap.add_argument("--skip-fps", action="store_true", help="skip the per-stage fps table")
     ap.add_argument("--skip-startup", action="store_true")
     ap.add_argument("--skip-fer", action="store_true")
+    ap.add_argument("--skip-devices", action="store_true", help="skip cpu vs cuda (run only where CUDA is)")
     ap.add_argument("--repeat", type=int, default=2, help="alternated repetitions of the whole-command runs")
     ap.add_argument("--fer-python", default=next((p for p in ("/tmp/tfvenv/bin/python", "/tmp/h5fer/bin/python")
                                                   if Path(p).is_file()), None),
@@ -263,6 +288,8 @@ def main() -> None:
         startup_ratio(tmp, photo, args.checkpoint, dev, args.detect_every, args.repeat)
     if not args.skip_fer and wolf.is_file():
         fer_ratio(tmp, wolf, args.fer_python, args.checkpoint, dev, args.detect_every, args.repeat)
+    if torch.cuda.is_available() and not args.skip_devices and wolf.is_file():
+        device_ratio(tmp, wolf, args.checkpoint, args.detect_every, args.repeat)
     if not args.skip_memory and photo.is_file():
         short = make_face_clip(tmp / "10s.mp4", [photo], 10)
         longm = make_face_clip(tmp / "10min.mp4", [photo], args.long_minutes * 60)
