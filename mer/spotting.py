@@ -7,7 +7,9 @@ and after it, found by the frames' real timestamps (right on variable frame rate
 0. the crop is cut from the face's box and landmarks smoothed by a running median over
    `geometry_s` (a bad detection does not throw it);
 1. each reference crop is registered onto frame t (OpenCV ECC, affine, on the face ellipse), so
-   head translation, rotation, scale and detection jitter do not count as movement;
+   head translation, rotation, scale and detection jitter do not count as movement; frames 3-5 s
+   apart are each other's references, so each pair is registered once and its warp is applied
+   the other way round for the other frame;
 2. crops are normalised (mean/std over the face ellipse), so lighting drift does not count;
 3. the absolute difference is masked at the eyes (blinks are not expressions) and outside the face
    ellipse, averaged in `block`-px blocks, and the mean of the top `top` fraction of blocks is
