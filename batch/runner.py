@@ -356,7 +356,6 @@ class _Slot:
         self.proc.start()
         child.close()
         self.spawned = time.monotonic()
-        self.ready = False
         self.job: Job | None = None        # the job it was given (init)
         self.rel: str | None = None
         self.started: float | None = None  # when its current video started (worker's "start")
@@ -397,7 +396,6 @@ class WorkerPool:
         if msg is None:
             first.proc.join(5)
             return {"error": f"the worker could not start: {_death_reason(first.proc.exitcode)}"}
-        first.ready = True
         return msg[1]
 
     def close(self) -> None:
@@ -459,8 +457,8 @@ def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str]
                         slot.kill()
                         slots.remove(slot)
                     continue
-                if msg[0] == "ready":
-                    slot.ready = True
+                if msg[0] == "ready":  # a worker loaded the model (any video sent is waiting in its pipe)
+                    pass
                 elif msg[0] == "start":
                     slot.started = time.monotonic()
                     progress.started(slot, slot.rel)
