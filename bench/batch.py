@@ -166,15 +166,23 @@ print(json.dumps({"rows": len(res), "load_s": t1 - t0, "analyze_s": t2 - t1}))
 """
 
 
-def fer_ratio(tmp: Path, clip: Path, fer_python: str | None, checkpoint, device, every, repeat) -> None:
+def linked_folder(folder: Path, clip: Path, names: list[str]) -> int:
+    """A folder of symlinks to `clip` under `names` (for whole `python -m batch` runs) -> the
+    number of frames in it."""
     import cv2
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        if not (folder / name).exists():
+            (folder / name).symlink_to(clip)
     cap = cv2.VideoCapture(str(clip))
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
+    return n * len(names)
+
+
+def fer_ratio(tmp: Path, clip: Path, fer_python: str | None, checkpoint, device, every, repeat) -> None:
     folder = tmp / "wolf"
-    folder.mkdir(exist_ok=True)
-    if not (folder / clip.name).exists():
-        (folder / clip.name).symlink_to(clip)
+    n = linked_folder(folder, clip, [clip.name])
     if not fer_python or not Path(fer_python).is_file():
         ours = n / run_batch_cli(folder, tmp / "out-wolf", checkpoint, device, every)
         print(f"\nvs fer: skipped (no Python with fer==25.10.3 + tensorflow-cpu at {fer_python}; make one with "
@@ -206,15 +214,8 @@ def fer_ratio(tmp: Path, clip: Path, fer_python: str | None, checkpoint, device,
 def device_ratio(tmp: Path, clip: Path, checkpoint, every, repeat, copies: int = 3) -> None:
     """The whole `python -m batch` on `copies` copies of the clip with --device cpu vs --device
     cuda on this machine (issue 12's GPU target: >= 8x)."""
-    import cv2
-    cap = cv2.VideoCapture(str(clip))
-    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) * copies
-    cap.release()
     folder = tmp / "copies"
-    folder.mkdir(exist_ok=True)
-    for k in range(copies):
-        if not (folder / f"copy{k}{clip.suffix}").exists():
-            (folder / f"copy{k}{clip.suffix}").symlink_to(clip)
+    n = linked_folder(folder, clip, [f"copy{k}{clip.suffix}" for k in range(copies)])
     t = {"cpu": [], "cuda": []}
     for _ in range(repeat):
         for dev in t:
