@@ -11,23 +11,17 @@ import hashlib
 import json
 from pathlib import Path
 
+from mer.provenance import code_hash, file_sha256  # noqa: F401  (file_sha256: the CLI's import)
+
 VERSION = 1
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def settings_hash(settings: dict, checkpoint_sha256: str, device: str, card: str = "") -> str:
     """Hash of everything that changes a video's outputs: settings, the weights' SHA-256, the model
-    card in effect (classes, mean/std, input size...), device, `mer` version."""
-    import mer
+    card in effect (classes, mean/std, input size...), device, and the hash of `mer`'s code (a changed
+    decoder, detector or scorer redoes every video; `mer.__version__` alone does not change)."""
     blob = json.dumps({"settings": settings, "checkpoint": checkpoint_sha256, "card": card, "device": device,
-                       "mer": mer.__version__, "manifest": VERSION}, sort_keys=True, default=str)
+                       "mer": code_hash(), "manifest": VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
