@@ -135,3 +135,62 @@ def interval_labels(track: np.ndarray, onset: int, apex: int, noise: np.ndarray 
     act = rising_aus(track, onset, apex, noise)
     return {"aus": format_aus(act), "objective_class": objective_class(act) if act else "VII",
             "emotion": emotion_from_aus(act) if act else "Others"}
+
+
+# ---------------------------------------------------------------- per-frame table (mer.video)
+
+POSE_COLUMNS = ["yaw", "pitch", "roll"]
+
+
+def mesh_columns() -> list[str]:
+    """The frames table's mesh columns: bs_<blendshape> x 52, yaw, pitch, roll, au01 ... au45."""
+    return [f"bs_{n}" for n in BLENDSHAPE_NAMES] + POSE_COLUMNS + list(AU_NAMES)
+
+
+def mesh_vector(mesh) -> np.ndarray:
+    """A MeshResult (or None) -> the row's values in mesh_columns() order (NaN without a mesh)."""
+    n = len(BLENDSHAPE_NAMES) + len(POSE_COLUMNS) + len(AU_NAMES)
+    if mesh is None:
+        return np.full(n, np.nan, np.float32)
+    bs = np.asarray(mesh.blendshapes, np.float32)
+    return np.concatenate([bs, np.asarray(mesh.pose, np.float32), bs @ _MATRIX])
+
+
+def add_mesh_columns(df, values: list[np.ndarray]) -> None:
+    """Append the mesh columns (rounded) to the frames DataFrame, one vector per row."""
+    cols = mesh_columns()
+    m = np.stack(values) if values else np.zeros((0, len(cols)), np.float32)
+    for j, c in enumerate(cols):
+        df[c] = np.round(m[:, j].astype(np.float64), 2 if c in POSE_COLUMNS else 4)
+
+
+def label_intervals(intervals, frames):
+    """Add `aus`, `objective_class`, `emotion` to spotted intervals from each face's AU track in the
+    frames table (empty strings when the table has no AU columns)."""
+    intervals = intervals.copy()
+    if len(intervals) == 0 or AU_NAMES[0] not in frames.columns:
+        for c in ("aus", "objective_class", "emotion"):
+            intervals[c] = pd_strings([""] * len(intervals))
+        return intervals
+    labels = []
+    tracks = {}
+    for fid, g in frames[frames["face_id"].notna()].groupby("face_id", sort=True):
+        g = g.sort_values("frame")
+        tr = g[list(AU_NAMES)].to_numpy(np.float32)
+        tracks[int(fid)] = (g["frame"].to_numpy(), tr, track_noise(tr[~np.isnan(tr).any(1)]))
+    for iv in intervals.itertuples():
+        frames_of, tr, noise = tracks.get(int(iv.face_id), (None, None, None))
+        if frames_of is None:
+            labels.append({"aus": "", "objective_class": "", "emotion": ""})
+            continue
+        on = int(np.searchsorted(frames_of, iv.onset_frame))
+        ap = int(np.searchsorted(frames_of, iv.apex_frame))
+        labels.append(interval_labels(tr, on, min(ap, len(tr) - 1), noise))
+    for c in ("aus", "objective_class", "emotion"):
+        intervals[c] = pd_strings([lab[c] for lab in labels])
+    return intervals
+
+
+def pd_strings(values):
+    import pandas as pd
+    return pd.array(values, dtype="string")

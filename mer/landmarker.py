@@ -8,9 +8,10 @@ The crop is MediaPipe's region of interest: a square of 1.5x the face, centred o
 the eye line is level (DetectionsToRects + RectTransformation, scale 1.5, square_long), warped to
 256x256 RGB in [0, 1] with replicated borders. MediaPipe takes the first region from its BlazeFace box
 and the following ones from the previous landmarks (their bounding box, the eye line from landmark
-33 to 263); here the first comes from the MTCNN box and eyes, and `refine` (default) runs the mesh a
-second time on the region of its own landmarks, which makes the crop independent of the detector
-(docs/aus.md measures both against MediaPipe). Landmarks are projected back into image pixels (z in
+33 to 263). Here it comes from the MTCNN box and eyes, mapped onto the region the landmarks would
+give (a fixed scale and shift, measured: BOX_TO_MESH_*), so one mesh pass per face suffices;
+`refine=True` runs the mesh a second time on the region of its own landmarks (twice the cost, no
+better agreement with MediaPipe on the shared photos: docs/aus.md). Landmarks are projected back into image pixels (z in
 the same pixel scale, smaller = nearer the camera); the blendshape net reads 146 of them as image
 x, y, as MediaPipe feeds it.
 
@@ -51,11 +52,25 @@ class MeshResult:
         return {k: round(float(v), ndigits) for k, v in zip(("yaw", "pitch", "roll"), self.pose)}
 
 
+# MTCNN box -> the region MediaPipe would take from the mesh's own landmarks, measured on the 19
+# faces of the shared photos (docs/aus.md): the landmarks' bounding box is 0.915 of the MTCNN box's
+# side, and its centre sits 0.009 (along the eye line) and 0.047 (across it, towards the chin) box
+# sides from the box's centre.
+BOX_TO_MESH_SIDE = 0.915
+BOX_TO_MESH_SHIFT = (0.009, 0.047)
+
+
 def roi_from_face(face, scale: float = ROI_SCALE) -> tuple[float, float, float, float]:
-    """(centre x, centre y, side, angle in radians) from an MTCNN box and its eye landmarks."""
+    """(centre x, centre y, side, angle in radians) from an MTCNN box and its eye landmarks: the
+    region MediaPipe would take from the face's landmarks, estimated from the box (see above)."""
     x1, y1, x2, y2 = (float(v) for v in face.box)
     (lx, ly), (rx, ry) = face.landmarks[0], face.landmarks[1]
-    return (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * scale, math.atan2(ry - ly, rx - lx)
+    a = math.atan2(ry - ly, rx - lx)
+    side = max(x2 - x1, y2 - y1)
+    u, v = BOX_TO_MESH_SHIFT
+    cx = (x1 + x2) / 2 + side * (u * math.cos(a) - v * math.sin(a))
+    cy = (y1 + y2) / 2 + side * (u * math.sin(a) + v * math.cos(a))
+    return cx, cy, side * BOX_TO_MESH_SIDE * scale, a
 
 
 def roi_from_landmarks(lm: np.ndarray, scale: float = ROI_SCALE) -> tuple[float, float, float, float]:
@@ -110,7 +125,7 @@ def head_pose(lm: np.ndarray, canonical: np.ndarray, weights: np.ndarray) -> tup
 
 class Landmarker:
     def __init__(self, checkpoint: str | Path = DEFAULT_LANDMARKER, device: str | torch.device = "auto",
-                 refine: bool = True, batch_size: int = 64):
+                 refine: bool = False, batch_size: int = 64):
         from .checkpoint import load_checkpoint
         from .faces import resolve_device
         self.device = resolve_device(device)
@@ -156,3 +171,30 @@ class Landmarker:
         for (i, _), r in zip(pairs, flat):
             res[i].append(r)
         return res
+
+
+class MeshStage:
+    """mer.video's mesh stage: every face of a group of frames through the Landmarker in one batch
+    (FaceRecord.mesh); with `keep_landmarks`, each face's 478 landmarks are kept (float16) for
+    `<video>.landmarks.npz`."""
+
+    def __init__(self, landmarker: Landmarker | None, keep_landmarks: bool = False):
+        self.landmarker, self.keep = landmarker, keep_landmarks
+        self.kept: list[tuple[int, int, np.ndarray]] = []
+
+    def __call__(self, frames: list) -> list:
+        recs = [(f, r) for f in frames for r in f.faces]
+        if recs and self.landmarker is not None:
+            for (f, r), m in zip(recs, self.landmarker.run([f.image for f, _ in recs], [r.face for _, r in recs])):
+                r.mesh = m
+                if self.keep:
+                    self.kept.append((f.index, r.face_id, m.landmarks.astype(np.float16)))
+        return frames
+
+    def arrays(self) -> dict[str, np.ndarray] | None:
+        """{'frame', 'face_id', 'landmarks' (K, 478, 3) image pixels} or None when not kept."""
+        if not self.keep:
+            return None
+        k = self.kept
+        return {"frame": np.array([e[0] for e in k], np.int64), "face_id": np.array([e[1] for e in k], np.int64),
+                "landmarks": np.stack([e[2] for e in k]) if k else np.zeros((0, 478, 3), np.float16)}

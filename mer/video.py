@@ -15,6 +15,8 @@ per face and the per-row table):
     track     stable face ids (mer.tracking), faces interpolated between keyframes
     crop      aligned face crop per face (Predictor.crop)
     classify  class probabilities for all crops of a chunk in one batch
+    mesh      face mesh, 52 blendshapes, head pose, AU proxies for all faces of a chunk in one batch
+              (mer.landmarker.MeshStage; VideoSettings.aus, on by default)
     motion    a per-face motion score: mer.spotting.MotionScorer (streaming; a frame's score is
               known `window_s` later and is handed on then, with the crops it needs)
     rows      the per-row table; thumbnails and (optionally) annotated preview frames on the way
@@ -41,6 +43,8 @@ from .decode import FrameChunk, VideoError, check_file, clean_error, diagnose, o
 from .faces import DetectorConfig, Face, FaceDetector
 from .spotting import INTERVAL_COLUMNS, MotionScorer, SpotConfig, recognize, smooth_time, spot
 from .tracking import IoUTracker, TrackerConfig, interpolate
+from .aus import add_mesh_columns, label_intervals, mesh_vector
+from .landmarker import MeshStage
 
 __all__ = ["FRAME_COLUMNS", "FaceRecord", "FrameRecord", "VideoError", "VideoResult",
            "VideoSettings", "analyze_video", "open_video", "spot_intervals"]
@@ -62,6 +66,8 @@ class VideoSettings:
     max_duration_s: float | None = None
     max_side: int | None = None        # refuse videos whose longer side is over this (pixels)
     n_thumbnails: int = 6
+    aus: bool = True                   # face mesh + blendshapes + AU proxies + head pose per face and frame
+    landmarks: bool = False            # keep the 478 landmarks per face and frame (VideoResult.landmarks)
     isolate_decoder: bool = False      # decode in a child process (a decoder crash cannot end this one)
     decoder_memory_mb: int | None = 2048   # the child's memory for decoding (beyond its libraries)
     decoder_timeout_s: float | None = 60.0  # the child's longest silence before it is killed
@@ -84,6 +90,7 @@ class VideoResult:
     info: dict
     thumbnails: list = field(default_factory=list)  # (frame, face_id, RGB crop)
     classes: list = field(default_factory=list)
+    landmarks: dict | None = None  # frame, face_id, landmarks (K, 478, 3) when VideoSettings.landmarks
 
 
 # ---------------------------------------------------------------- records passed between stages
@@ -97,6 +104,7 @@ class FaceRecord:
     crop: np.ndarray | None = None      # aligned RGB crop (crop stage)
     probs: np.ndarray | None = None     # class probabilities (classify stage)
     motion: float = math.nan            # motion score (motion stage)
+    mesh: object = None                 # mer.landmarker.MeshResult (mesh stage)
 
 
 @dataclass
@@ -240,6 +248,8 @@ class Rows:
         self.motion: list[float] = []
         self.num: list[np.ndarray] = []   # box 4, det_prob 1, landmarks 10, probs: one float32 vector per row
         self.width = 15 + n_classes
+        self.mesh: list[np.ndarray] = []  # mesh columns per row (mer.aus.mesh_vector), when the stage ran
+        self.with_mesh = False
 
     def add(self, frames: list[FrameRecord]) -> None:
         for f in frames:
@@ -247,6 +257,8 @@ class Rows:
                 self.frame.append(f.index)
                 self.start.append(f.start_s)
                 self.end.append(f.end_s)
+                self.mesh.append(mesh_vector(r.mesh if r is not None else None))
+                self.with_mesh |= r is not None and r.mesh is not None
                 if r is None:
                     self.face_id.append(None)
                     self.detected.append(None)
@@ -282,6 +294,8 @@ class Rows:
                                            np.nan), 6)
         df["motion"] = np.asarray(self.motion, np.float64)
         df["detected"] = pd.array(self.detected, dtype="Int64")
+        if self.with_mesh:
+            add_mesh_columns(df, self.mesh)
         return df, np.asarray(self.end, np.float64)
 
 
@@ -461,6 +475,7 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
         micro = micro_predictor if micro_predictor is not None else micro_model_for(predictor)
         motion = Motion(MotionScorer(s.spotting), thumbs, Thumbnails(200 if micro else 0, gap), micro or None)
         shown = Preview(preview, classes) if preview is not None else None
+        mesh = MeshStage(predictor.landmarker if s.aus else None, s.landmarks)
 
         def score(frames: list[FrameRecord]) -> None:
             rows.add(motion(frames))
@@ -476,12 +491,12 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             done = 0
             chunks = src.chunks()
             while (chunk := next(chunks, None)) is not None:
-                scoring.submit(classify(crop(track(detect(frame_records(chunk))))))
+                scoring.submit(mesh(classify(crop(track(detect(frame_records(chunk)))))))
                 done = int(chunk.index[-1]) + 1
                 del chunk  # memory: the chunk being decoded and the one being scored
                 if progress:
                     progress(done, info.n_frames)
-            scoring.submit(classify(crop(track.flush())))
+            scoring.submit(mesh(classify(crop(track.flush()))))
             scoring.close()
             if not rows.frame:
                 raise VideoError(f"{path.name}: the video has no decodable frames")
@@ -491,6 +506,7 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
                                    for fr, fid in zip(frames_df["frame"], frames_df["face_id"])]
             intervals = spot_intervals(frames_df, end_s, classes, s.spotting, info.fps)
             intervals = recognize(intervals, frames_df, classes, motion.apex_crop, micro or None)
+            intervals = label_intervals(intervals, frames_df)
             if preview is not None:
                 preview.close()
         except BaseException:
@@ -512,4 +528,4 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
            "partial": info.partial, "decoder": info.backend, "hidden_frames": info.hidden,
            "classes": classes, "checkpoint": str(getattr(predictor, "checkpoint", "")),
            "settings": s.to_dict()}
-    return VideoResult(str(path), frames_df, intervals, out, thumbs.pick(intervals), classes)
+    return VideoResult(str(path), frames_df, intervals, out, thumbs.pick(intervals), classes, mesh.arrays())
