@@ -4,6 +4,7 @@ bench/aus_agreement.py reference-outputs with the LiteRT interpreter), right on 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -110,3 +111,51 @@ def test_interval_labels_pick_the_au_that_rose():
     lab = interval_labels(track, 14, 20)
     assert lab["aus"] == "AU12" and lab["objective_class"] == "I" and lab["emotion"] == "Happiness"
     assert interval_labels(track, 30, 38)["aus"] == ""
+
+
+@pytest.fixture(scope="module")
+def au12_clip(media, detector, tmp_path_factory):
+    """3 s of neutral.jpeg (training.synth_long) with one planted micro-expression: AU1+AU2+AU12,
+    5 px at apex, 0.4 s (the brows make the motion spotter fire; the AU proxies must name AU12)."""
+    from training.synth_long import Event, LongConfig, load_faces, render_video
+    face = load_faces(media / "neutral.jpeg", detector)[0]
+    ev = [Event("micro", 1.0, 1.4, 1.2, 5.0, "Happiness", (1, 2, 12))]
+    return render_video(tmp_path_factory.mktemp("au") / "au12.mp4", face, ev, LongConfig(seconds=3.0, fps=30.0),
+                        np.random.default_rng(1))
+
+
+def test_video_rows_and_intervals_carry_aus(au12_clip, tmp_path):
+    from mer.aus import mesh_columns
+    from mer.predict import Predictor
+    from mer.report import write_video_report
+    from mer.video import VideoSettings, analyze_video
+    res = analyze_video(au12_clip, Predictor(device="cpu"), VideoSettings(detect_every=3, landmarks=True))
+    paths = write_video_report(res, tmp_path, "au12")
+    frames = pd.read_csv(paths["frames"])
+    cols = mesh_columns()
+    assert len(cols) == 52 + 3 + 16 and set(cols) <= set(frames.columns)
+    assert {"bs_mouthSmileLeft", "yaw", "pitch", "roll", "au01", "au12", "au45"} <= set(frames.columns)
+    face_rows = frames[frames["face_id"].notna()]
+    assert face_rows["au12"].notna().all() and face_rows["au12"].max() > face_rows["au12"].median() + 0.15
+    iv = pd.read_csv(paths["intervals"], keep_default_na=False)
+    assert {"aus", "objective_class", "emotion"} <= set(iv.columns)
+    micro = iv[iv["type"] == "micro"]
+    assert len(micro) == 1, iv
+    r = micro.iloc[0]
+    assert "AU12" in r["aus"].split("+") and r["objective_class"] in ("I", "II", "V", "VI", "VII")
+    assert r["emotion"] in ("Happiness", "Surprise", "Sadness", "Fear", "Others")
+    lm = np.load(paths["landmarks"])
+    assert lm["landmarks"].shape == (len(face_rows), 478, 3) and len(lm["frame"]) == len(face_rows)
+    assert "AU proxies over time" in paths["html"].read_text()
+
+
+def test_cli_json_has_blendshapes_aus_and_pose(media):
+    import json
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "mer", "predict", str(media / "obama.jpg"), "--json",
+                          "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout.splitlines()[0])
+    assert len(d["blendshapes"]) == 52 and set(d["aus"]) == set(AU_NAMES) and set(d["pose"]) == {"yaw", "pitch", "roll"}
+    assert d["aus"]["au12"] >= 0.5
