@@ -4,7 +4,7 @@ opencv-contrib-python, which clashes with the app's opencv-python-headless):
 
     /tmp/mpvenv/bin/python bench/aus_agreement.py mediapipe --task face_landmarker.task \
         --media ../shared/media --out /tmp/mp_faces.npz         # throwaway venv: mediapipe, numpy
-    python bench/aus_agreement.py compare /tmp/mp_faces.npz [--media ../shared/media] [--no-refine]
+    python bench/aus_agreement.py compare /tmp/mp_faces.npz [--media ../shared/media] [--refine]
 
 The exactness reference (tests/data/face_landmarker_reference.npz, checked by tests/test_aus.py):
 
@@ -149,7 +149,7 @@ def main() -> int:
     p = sub.add_parser("compare")
     p.add_argument("ref", type=Path)
     p.add_argument("--media", type=Path, default=Path("../shared/media"))
-    p.add_argument("--no-refine", action="store_true")
+    p.add_argument("--refine", action="store_true", help="Landmarker(refine=True): a second mesh pass")
     p = sub.add_parser("reference-inputs")
     p.add_argument("mp_ref", type=Path)
     p.add_argument("--media", type=Path, default=Path("../shared/media"))
@@ -166,7 +166,7 @@ def main() -> int:
     elif a.cmd == "mediapipe":
         run_mediapipe(a.task, a.media, a.out)
     else:
-        compare(a.ref, a.media, not a.no_refine)
+        compare(a.ref, a.media, a.refine)
     return 0
 
 
