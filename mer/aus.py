@@ -140,6 +140,7 @@ def interval_labels(track: np.ndarray, onset: int, apex: int, noise: np.ndarray 
 # ---------------------------------------------------------------- per-frame table (mer.video)
 
 POSE_COLUMNS = ["yaw", "pitch", "roll"]
+INTERVAL_AU_COLUMNS = ["aus", "objective_class", "emotion"]  # after mer.spotting.INTERVAL_COLUMNS
 
 
 def mesh_columns() -> list[str]:
@@ -169,7 +170,7 @@ def label_intervals(intervals, frames):
     frames table (empty strings when the table has no AU columns)."""
     intervals = intervals.copy()
     if len(intervals) == 0 or AU_NAMES[0] not in frames.columns:
-        for c in ("aus", "objective_class", "emotion"):
+        for c in INTERVAL_AU_COLUMNS:
             intervals[c] = pd_strings([""] * len(intervals))
         return intervals
     labels = []
@@ -186,7 +187,7 @@ def label_intervals(intervals, frames):
         on = int(np.searchsorted(frames_of, iv.onset_frame))
         ap = int(np.searchsorted(frames_of, iv.apex_frame))
         labels.append(interval_labels(tr, on, min(ap, len(tr) - 1), noise))
-    for c in ("aus", "objective_class", "emotion"):
+    for c in INTERVAL_AU_COLUMNS:
         intervals[c] = pd_strings([lab[c] for lab in labels])
     return intervals
 

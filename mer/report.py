@@ -260,7 +260,7 @@ def au_bars_figure(preds, classes) -> go.Figure:
         aus = getattr(p, "aus", {}) or {}
         if aus:
             fig.add_trace(go.Bar(x=[f"AU{int(n[2:])}" for n in AU_NAMES], y=[aus[n] for n in AU_NAMES],
-                                 name=f"face #{i}", legendgroup=f"f{i}", showlegend=False, marker_color=col,
+                                 name=f"AU proxies of face {i}", legendgroup=f"f{i}", showlegend=False, marker_color=col,
                                  hovertext=[AU_LABELS[n] for n in AU_NAMES]), row=1, col=2)
     fig.update_yaxes(range=[0, 1], row=1, col=1, title_text="probability")
     fig.update_yaxes(range=[0, 1], row=1, col=2)
