@@ -195,3 +195,17 @@ def label_intervals(intervals, frames):
 def pd_strings(values):
     import pandas as pd
     return pd.array(values, dtype="string")
+
+
+def recognize_micro_by_aus(intervals):
+    """Micro intervals whose `aus` is not empty get `class` = the AU-based `emotion`, no `prob`,
+    `recognized_by` = "aus"; the others keep what mer.spotting.recognize gave them."""
+    out = intervals.copy()
+    if not len(out) or "aus" not in out.columns:
+        return out
+    sel = (out["type"] == "micro") & (out["aus"].fillna("") != "")
+    out["class"] = out["class"].astype(object)
+    out.loc[sel, "class"] = out.loc[sel, "emotion"].astype(object)
+    out.loc[sel, "prob"] = np.nan
+    out.loc[sel, "recognized_by"] = "aus"
+    return out

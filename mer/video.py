@@ -45,7 +45,7 @@ from .decode import FrameChunk, VideoError, check_file, clean_error, diagnose, o
 from .faces import DetectorConfig, Face, FaceDetector
 from .spotting import INTERVAL_COLUMNS, MotionScorer, SpotConfig, recognize, smooth_time, spot
 from .tracking import IoUTracker, TrackerConfig, interpolate
-from .aus import add_mesh_columns, label_intervals, mesh_vector
+from .aus import add_mesh_columns, label_intervals, mesh_vector, recognize_micro_by_aus
 from .landmarker import MeshStage
 
 __all__ = ["FRAME_COLUMNS", "FaceRecord", "FrameRecord", "VideoError", "VideoResult",
@@ -71,6 +71,7 @@ class VideoSettings:
     max_side: int | None = None        # refuse videos whose longer side is over this (pixels)
     n_thumbnails: int = 6
     aus: bool = True                   # face mesh + blendshapes + AU proxies + head pose per face and frame
+    micro_by: str = "micro_model"      # micro intervals' class: "micro_model" (apex crop) or "aus" (mer.aus)
     landmarks: bool = False            # keep the 478 landmarks per face and frame (VideoResult.landmarks)
     isolate_decoder: bool = False      # decode in a child process (a decoder crash cannot end this one)
     decoder_memory_mb: int | None = 2048   # the child's memory for decoding (beyond its libraries)
@@ -518,6 +519,8 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             intervals = spot_intervals(frames_df, end_s, s.spotting)
             intervals = recognize(intervals, frames_df, classes, motion.apex_crop, micro or None)
             intervals = label_intervals(intervals, frames_df)
+            if s.micro_by == "aus":
+                intervals = recognize_micro_by_aus(intervals)
             if preview is not None:
                 preview.close()
         except BaseException:
