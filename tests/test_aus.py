@@ -159,3 +159,26 @@ def test_cli_json_has_blendshapes_aus_and_pose(media):
     d = json.loads(out.stdout.splitlines()[0])
     assert len(d["blendshapes"]) == 52 and set(d["aus"]) == set(AU_NAMES) and set(d["pose"]) == {"yaw", "pitch", "roll"}
     assert d["aus"]["au12"] >= 0.5
+
+
+def test_synth_warps_move_each_aus_own_feature_only():
+    """training.synth_long's AU warps: brows move without the eyes, lids without the brows, lip
+    corners without the eyes (FACS), so a face mesh sees the AU (the old broad bumps moved the eyes
+    with the brows by 10 % of the brows' displacement)."""
+    from training.synth_long import au_field
+    lm = np.array([[100, 100], [160, 100], [130, 135], [108, 165], [152, 165]], np.float32)  # eyes, nose, mouth
+    d = 60.0
+
+    def at(aus, x, y):
+        fx, fy = au_field(lm, aus, 0, 0, 260, 260)
+        return float(fx[int(y), int(x)]), float(fy[int(y), int(x)])
+    for au in (1, 2, 4):
+        brow = max(abs(at((au,), x, 100 - 0.3 * d)[1]) for x in (100 + dx * d for dx in (-0.2, 0, 0.12, 0.2)))
+        assert brow > 0.3, (au, brow)
+        for ex, ey in lm[:2]:
+            assert np.hypot(*at((au,), ex, ey)) < 0.02, au                 # the eyes stay put
+    assert at((1,), 100 + 0.12 * d, 100 - 0.32 * d)[1] < -0.9                # inner brow up
+    assert at((5,), 100, 100 - 0.08 * d)[1] < -0.5 and abs(at((5,), 100, 100 - 0.3 * d)[1]) < 0.05  # lid, not brow
+    fx, fy = at((12,), 108, 165)
+    assert fx < -0.5 and fy < -0.5 and np.hypot(*at((12,), 100, 100)) < 0.01  # corners up and out, eyes still
+    assert at((15,), 152, 165)[1] > 0.9 and at((26,), 130, 165 + 0.4 * d)[1] > 0.5
