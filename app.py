@@ -32,6 +32,7 @@ import plotly.graph_objects as go
 from mer.checkpoint import CheckpointError, ModelCard
 from mer.images import ImageError, read_image
 from mer.live import LiveConfig, LiveSession
+from mer.memory import limit_arenas, release_memory
 from mer.predict import Predictor
 from mer.render import draw_predictions
 
@@ -118,6 +119,8 @@ def user_errors(what: str):
             except Exception as e:
                 log.exception("%s failed", what)
                 msg = f"{what} failed unexpectedly ({type(e).__name__}: {scrub_paths(str(e))[:200]})"
+            finally:
+                release_memory()  # freed buffers back to the system: flat memory under load
             raise gr.Error(msg, print_exception=False)
         return wrapped
     return deco
@@ -210,9 +213,12 @@ def _shrink(img: np.ndarray, side: int) -> np.ndarray:
 
 
 class Workdir:
-    """Per-request output folders under one temp root; old ones pruned, the root removed at exit."""
+    """Per-request output folders under one temp root, the root removed at exit. gradio copies what
+    a handler returns into its own cache (gr.Blocks delete_cache) as the handler returns, so a
+    folder is only needed for a moment: folders older than max_age_s are removed on the next
+    request (bounded disk and no growth over a long run)."""
 
-    def __init__(self, max_age_s: float = 3600):
+    def __init__(self, max_age_s: float = 600):
         self.root = Path(tempfile.mkdtemp(prefix="mer-app-"))
         self.max_age_s = max_age_s
         atexit.register(shutil.rmtree, self.root, True)
@@ -220,9 +226,28 @@ class Workdir:
     def new(self) -> Path:
         now = time.time()
         for d in self.root.iterdir():
-            if now - d.stat().st_mtime > self.max_age_s:
-                shutil.rmtree(d, ignore_errors=True)
+            try:
+                if now - d.stat().st_mtime > self.max_age_s:
+                    shutil.rmtree(d, ignore_errors=True)
+            except FileNotFoundError:  # removed by a concurrent request
+                pass
         return Path(tempfile.mkdtemp(dir=self.root))
+
+    def image(self, img: np.ndarray, name: str = "faces.jpg") -> str:
+        """An RGB image written as a JPEG to a new per-request folder, atomically (a temporary name,
+        then renamed): the path handed to gradio is complete and no other request writes it.
+        (Returning the array instead makes gradio write it to a path named by the hash of its
+        bytes, truncating and rewriting that file while it may be served for an identical
+        result of another request: that visitor got an empty picture.)"""
+        import cv2
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            raise RuntimeError("the annotated image could not be encoded")
+        dst = self.new() / name
+        tmp = dst.with_name(f".{name}.part")
+        tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, dst)
+        return str(dst)
 
 
 # ---------------------------------------------------------------- handlers (each a call into mer)
@@ -247,7 +272,8 @@ class Workbench:
             raise Refused(f"Cannot use this image: {e}") from None
         preds = m.predictor.predict(img, gradcam=bool(gradcam))
         classes = m.predictor.classes
-        shown = _shrink(draw_predictions(img, preds, gradcam=bool(gradcam)), self.settings.max_display_side)
+        shown = self.work.image(_shrink(draw_predictions(img, preds, gradcam=bool(gradcam)),
+                                        self.settings.max_display_side))
         msg = (f"**{len(preds)} face{'s' if len(preds) != 1 else ''}** found ({img.shape[1]}×{img.shape[0]} px)"
                if preds else f"**No face found** in this {img.shape[1]}×{img.shape[0]} image "
                              "(faces smaller than about 20 px or turned away are not detected).")
@@ -298,7 +324,7 @@ class Workbench:
             out = live.step(frame, m.predictor)
         except ImageError as e:
             raise Refused(f"Cannot use this frame: {e}") from None
-        return out.image, {"checkpoint": m.name, **out.to_dict()}, live
+        return self.work.image(out.image, "live.jpg"), {"checkpoint": m.name, **out.to_dict()}, live
 
     @user_errors("Loading the checkpoint")
     def load_checkpoint(self, weights, card_file):
@@ -476,6 +502,7 @@ def main() -> None:
     import signal
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so atexit clean-up runs on `kill`
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_arenas(2)  # before gradio's worker threads start: one malloc arena each would hold GBs
     s = AppSettings()
     t0 = time.perf_counter()
     try:
