@@ -182,9 +182,14 @@ def frame_banner(m: Model, own: bool = False) -> str:
     return model_markdown("Per-frame model" + (" (your session only)" if own else ""), m.name, m.predictor.card)
 
 
-def micro_banner(m: Model | None) -> str:
+def micro_banner(m: Model | None, error: str | None = None) -> str:
+    if error:
+        return (f"**Micro-expression model: could not be loaded** ({scrub_paths(error)}). Videos are refused "
+                "until it is fixed; MER_MICRO_CHECKPOINT=none runs without one (spotted micro intervals are "
+                "then classified by the per-frame model).")
     if m is None:
-        return "**Micro-expression model:** none installed (spotted micro intervals are classified by the per-frame model)"
+        return ("**Micro-expression model:** none (MER_MICRO_CHECKPOINT=none): spotted micro intervals are "
+                "classified by the per-frame model")
     return model_markdown("Micro-expression model (classifies spotted micro intervals)", m.name, m.predictor.card)
 
 
@@ -253,8 +258,10 @@ class Workdir:
 # ---------------------------------------------------------------- handlers (each a call into mer)
 
 class Workbench:
-    def __init__(self, model: Model, settings: AppSettings, micro: Model | None = None):
+    def __init__(self, model: Model, settings: AppSettings, micro: Model | None = None,
+                 micro_error: str | None = None):
         self.model, self.micro, self.settings = model, micro, settings
+        self.micro_error = micro_error  # the micro model was asked for but could not be loaded
         self.work = Workdir()
         self.live_config = LiveConfig()
 
@@ -295,6 +302,9 @@ class Workbench:
         s = self.settings
         if video is None:
             raise Refused("No video: upload a clip first.")
+        if self.micro_error:
+            raise Refused(f"Videos cannot be analysed: the micro-expression model could not be loaded "
+                          f"({self.micro_error}); the server's operator can fix it or set MER_MICRO_CHECKPOINT=none.")
         m, path = self.current(session), Path(video)
         mb = path.stat().st_size / 2**20
         if mb > s.max_video_mb:
@@ -462,15 +472,16 @@ def model_tab(wb: Workbench, session: gr.State, banner: gr.Markdown) -> None:
         reset.click(wb.reset_model, None, [session, banner], api_name=False)
 
 
-def build_app(model: Model, settings: AppSettings, micro: Model | None = None) -> gr.Blocks:
-    wb = Workbench(model, settings, micro)
+def build_app(model: Model, settings: AppSettings, micro: Model | None = None,
+              micro_error: str | None = None) -> gr.Blocks:
+    wb = Workbench(model, settings, micro, micro_error)
     with gr.Blocks(title="MER workbench", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         session = gr.State(None, time_to_live=3600)  # an uploaded model lives 1 h without use
         gr.Markdown("# MER workbench: micro-expression recognition demo\n"
                     "Not a clinical, forensic or lie-detection tool.")
         with gr.Row(equal_height=False):
             banner = gr.Markdown(frame_banner(model), elem_id="model-card")
-            gr.Markdown(micro_banner(micro), elem_id="micro-model-card")
+            gr.Markdown(micro_banner(micro, micro_error), elem_id="micro-model-card")
         with gr.Tabs():
             image_tab(wb, session)
             video_tab(wb, session)
@@ -479,23 +490,25 @@ def build_app(model: Model, settings: AppSettings, micro: Model | None = None) -
     return demo
 
 
-def load_models(s: AppSettings) -> tuple[Model, Model | None]:
-    """The per-frame model (MER_CHECKPOINT or the shipped default) and the micro-expression model
-    (MER_MICRO_CHECKPOINT or the shipped one, when mer ships one)."""
+def load_models(s: AppSettings) -> tuple[Model, Model | None, str | None]:
+    """The per-frame model (MER_CHECKPOINT or the shipped default; one that cannot be loaded stops
+    start-up) and the micro-expression model (MER_MICRO_CHECKPOINT or the shipped one;
+    MER_MICRO_CHECKPOINT=none: none, by choice). A micro model that cannot be loaded is not
+    replaced silently: its reason is returned third, shown in the banner and given for each video
+    (the image and live tabs keep working)."""
+    from mer.predict import micro_checkpoint
     predictor = Predictor(s.checkpoint, device=s.device)
     predictor.detector  # build MTCNN now, not on the first request
-    micro_path = s.micro_checkpoint
-    if micro_path is None:
-        try:
-            from mer.predict import micro_checkpoint
-            micro_path = micro_checkpoint()
-        except (ImportError, CheckpointError):
-            micro_path = None
-    micro = None
-    if micro_path is not None:
-        mp = Predictor(micro_path, device=predictor.device, detector=predictor.detector)
-        micro = Model(mp, Path(mp.checkpoint).name)
-    return Model(predictor, Path(predictor.checkpoint).name), micro
+    model = Model(predictor, Path(predictor.checkpoint).name)
+    if (s.micro_checkpoint or "").strip().lower() == "none":
+        return model, None, None
+    try:
+        mp = Predictor(s.micro_checkpoint or micro_checkpoint(), device=predictor.device,
+                       detector=predictor.detector)
+    except CheckpointError as e:
+        log.error("the micro-expression model could not be loaded: %s", e)
+        return model, None, str(e)
+    return model, Model(mp, Path(mp.checkpoint).name), None
 
 
 def main() -> None:
@@ -506,11 +519,11 @@ def main() -> None:
     s = AppSettings()
     t0 = time.perf_counter()
     try:
-        model, micro = load_models(s)
+        model, micro, micro_error = load_models(s)
     except CheckpointError as e:
         sys.exit(f"app.py: cannot load the model: {e}\n(set MER_CHECKPOINT / MER_MICRO_CHECKPOINT to a "
                  ".safetensors checkpoint)")
-    demo = build_app(model, s, micro)
+    demo = build_app(model, s, micro, micro_error)
     demo.queue(max_size=s.queue_size, default_concurrency_limit=s.concurrency)
     log.info("model %s%s on %s loaded in %.1f s", model.name, f" + {micro.name}" if micro else "",
              model.predictor.device, time.perf_counter() - t0)
