@@ -150,3 +150,48 @@ def test_tiny_frames_give_no_faces_not_a_crash(detector, media, shape):
     # inside a mixed batch: the tiny frame gets no faces, the others theirs
     out = detector.detect([media / "single_face.jpg", tiny, tiny, media / "two_people.jpg"])
     assert [len(f) for f in out] == [1, 0, 0, 2]
+
+
+def test_cuda_exactness_flags_are_set_once_and_never_toggled(detector, media, default_checkpoint):
+    """No TF32 on CUDA is a process-wide setting made when a detector or predictor is built there
+    (exact_cuda), not a per-call context that restores the flags on exit: under concurrent
+    requests that switched TF32 back on while another call was running (issue 19, item 5). Here
+    (no GPU needed to set the flags): after exact_cuda("cuda") the flags are the exact ones, and
+    they stay so while eight threads detect, classify and run Grad-CAM at once."""
+    import threading
+    import torch
+    from mer.faces import exact_cuda
+    from mer.predict import Predictor
+    b = torch.backends
+
+    def flags():
+        return (b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark)
+    saved = flags()
+    try:
+        b.cudnn.allow_tf32, b.cudnn.deterministic = True, False  # PyTorch's defaults
+        exact_cuda("cuda")
+        exact = (False, False, True, False)
+        assert flags() == exact
+        predictor = Predictor(default_checkpoint, device="cpu", detector=detector)
+        img = read_image(media / "two_people.jpg")
+        seen, done = set(), threading.Event()
+
+        def watch():
+            while not done.is_set():
+                seen.add(flags())
+
+        def work(k):
+            for _ in range(2):
+                predictor.predict(img, gradcam=k % 2 == 0)
+        w = threading.Thread(target=watch)
+        w.start()
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        done.set()
+        w.join()
+        assert seen == {exact}
+    finally:
+        b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark = saved
