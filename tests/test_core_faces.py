@@ -82,12 +82,18 @@ def test_min_face_size_setting_is_honoured(media):
 
 
 def _upstream(batch, det):
-    """facenet-pytorch's own detect_face on the same nets and settings (the reference)."""
+    """The reference: facenet-pytorch's own detect_face with its own nets as MTCNN builds them (same
+    weights, PyTorch's default NCHW format; the detector's nets are channels-last, which a conv
+    follows whatever its input's format) and the same settings."""
     import torch
+    from facenet_pytorch import MTCNN
     from facenet_pytorch.models.utils.detect_face import detect_face
     c = det.config
+    m = MTCNN(keep_all=True, device="cpu")
+    assert all(w.is_contiguous() for net in (m.pnet, m.rnet, m.onet) for w in net.parameters())
     with torch.no_grad():
-        boxes, points = detect_face(batch, c.min_face_size, *det._nets, list(c.thresholds), c.factor, det.device)
+        boxes, points = detect_face(batch, c.min_face_size, m.pnet, m.rnet, m.onet, list(c.thresholds),
+                                    c.factor, "cpu")
     return [(np.asarray(b, np.float32).reshape(-1, 5), np.asarray(p, np.float32).reshape(-1, 5, 2))
             for b, p in zip(boxes, points)]
 
@@ -106,8 +112,10 @@ def _reference_batches(media, det):
 
 
 def test_batched_crops_give_facenet_pytorchs_boxes(detector, media):
-    """R-Net/O-Net crops gathered in one batched op give the same faces as facenet-pytorch's
-    per-box interpolate: same count per frame, boxes and landmarks within 1 px, same scores."""
+    """R-Net/O-Net crops gathered in one batched op and channels-last nets give the same faces as
+    facenet-pytorch's own detect_face (per-box interpolate, NCHW nets): the same count per frame,
+    boxes and landmarks within 1e-3 px and scores within 1e-5, float rounding only (measured on
+    these photos and frames: 6e-5 px, 1.2e-4 px and 4e-7, see mer/faces.py)."""
     from mer.faces import detect_faces
     c = detector.config
     checked = 0
@@ -116,9 +124,9 @@ def test_batched_crops_give_facenet_pytorchs_boxes(detector, media):
         got = detect_faces(batch, c.min_face_size, detector._nets, c.thresholds, c.factor, detector.device)
         assert [len(b) for b, _ in got] == [len(b) for b, _ in ref], name
         for (gb, gp), (rb, rp) in zip(got, ref):
-            assert np.abs(gb[:, :4] - rb[:, :4]).max(initial=0) <= 1.0, name
-            assert np.abs(gp - rp).max(initial=0) <= 1.0, name
-            assert np.abs(gb[:, 4] - rb[:, 4]).max(initial=0) < 1e-4, name
+            assert np.abs(gb[:, :4] - rb[:, :4]).max(initial=0) <= 1e-3, name
+            assert np.abs(gp - rp).max(initial=0) <= 1e-3, name
+            assert np.abs(gb[:, 4] - rb[:, 4]).max(initial=0) < 1e-5, name
             checked += len(gb)
     assert checked >= 30  # faces on the photos and in the clips' frames were really compared
 
