@@ -142,10 +142,18 @@ def one_request(client, kind: str, inputs: dict, rng: random.Random) -> None:
             Path(v).unlink()
 
 
+def downloads(dl: Path, name: str) -> str:
+    """A download folder per client: gradio_client saves an output under a folder named by its
+    content, so clients sharing one would read and remove each other's identical results."""
+    d = dl / name
+    d.mkdir(parents=True, exist_ok=True)
+    return str(d)
+
+
 def client_loop(url: str, k: int, inputs: dict, tally: Tally, stop: float, dl: Path) -> None:
     from gradio_client import Client
     rng = random.Random(k)
-    client = Client(url, verbose=False, download_files=str(dl))
+    client = Client(url, verbose=False, download_files=downloads(dl, f"c{k}"))
     while time.time() < stop:
         kind = rng.choices(["image", "gradcam", "video"], [3, 2, 1])[0]
         try:
@@ -164,7 +172,7 @@ def live_loop(url: str, inputs: dict, tally: Tally, stop: float, dl: Path, every
     from gradio_client import Client, handle_file
     n = 0
     while time.time() < stop:
-        client = Client(url, verbose=False, download_files=str(dl))
+        client = Client(url, verbose=False, download_files=downloads(dl, "live"))
         for _ in range(120):
             if time.time() >= stop:
                 break
@@ -192,7 +200,7 @@ def burst(url: str, n: int, inputs: dict, tally: Tally, dl: Path) -> dict:
     def one(k):
         rng = random.Random(1000 + k)
         try:
-            client = Client(url, verbose=False, download_files=str(dl))
+            client = Client(url, verbose=False, download_files=downloads(dl, f"b{k}"))
         except Exception as e:
             outcome = "failed"
             tally.add("burst", outcome, f"connect: {type(e).__name__}: {e}")
