@@ -3,7 +3,7 @@
 A thin shell over `mer`: one small builder per tab, handlers that call mer and turn its results
 and its errors into what gradio shows. Image: mer.predict (+ Grad-CAM, thread-safe in
 mer.gradcam) and mer.render. Video: mer.video + mer.report + mer.encode (the batch tool's code
-path). Live: mer.live (webcam stream, state per viewer). Named API endpoints: /predict_image,
+path; what differs from the batch tool's defaults is said in the tab, video_note). Live: mer.live (webcam stream, state per viewer). Named API endpoints: /predict_image,
 /analyze_video, /live_frame, /live_stream (the browser's webcam stream) and /load_checkpoint.
 Settings are environment variables (see AppSettings). The models are loaded once at start-up.
 """
@@ -157,25 +157,40 @@ def path_image(**kw) -> gr.Image:
 
 # ---------------------------------------------------------------- presentation helpers
 
-def _scores(d: dict):
-    """A card's top-level scores (per-class breakdowns stay in the card)."""
+# A card's metric keys in words ({v}: the value); keys not listed are shown with spaces for "_".
+METRIC_WORDS = {
+    "uf1": "UF1 (unweighted F1) {v}", "uar": "UAR (unweighted average recall) {v}", "acc": "accuracy {v}",
+    "folds": "{v} folds", "n_test_samples": "{v} test samples", "n_test_clips": "{v} test clips",
+    "unit": "scored per {v}",
+    "authors_reported_test_accuracy": "test accuracy {v}, as reported by the original authors",
+}
+# ... and those that check a converted model against its original (not a score on data)
+PORT_WORDS = {"port_max_abs_dprob_vs_keras": "probabilities within {v} of the original Keras model",
+              "port_reference_inputs": "on {v} reference inputs"}
+
+
+def _scores(d: dict, words: dict, others: bool = True):
+    """A card's top-level metrics in words (per-class breakdowns stay in the card)."""
     for k, v in (d or {}).items():
-        if isinstance(v, float):
-            yield f"{k} {v:.3g}"
-        elif isinstance(v, (int, str)) and not isinstance(v, bool):
-            yield f"{k} {v}"
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)) or (k not in words and not others):
+            continue
+        shown = f"{v:.3g}" if isinstance(v, float) else str(v)
+        yield words.get(k, k.replace("_", " ") + " {v}").format(v=shown)
 
 
 def model_markdown(role: str, name: str, card: ModelCard) -> str:
-    """What the model is, what it was trained on, what was measured: read from its card."""
+    """What the model is, what it was trained on, what was measured: read from its card, in words."""
     h, w = card.input_size
-    measured = ", ".join(list(_scores(card.metrics))[:10])
+    metrics = {k: v for k, v in (card.metrics or {}).items() if k not in PORT_WORDS}
+    measured = ", ".join(list(_scores(metrics, METRIC_WORDS))[:10])
     if measured and card.protocol:
         measured += f" (protocol: {card.protocol})"
+    port = " ".join(_scores(card.metrics, PORT_WORDS, others=False))
     return (f"**{role}:** `{name}` — {card.arch}, {card.input_mode} {h}×{w} face crops → "
             f"{len(card.classes)} classes ({', '.join(card.classes)})  \n"
             f"**Trained on:** {card.trained_on}  \n"
-            f"**Measured:** {measured or 'nothing reported in its card'}")
+            f"**Measured:** {measured or 'nothing reported in its card'}"
+            + (f"  \n**Conversion check:** {port}" if port else ""))
 
 
 def frame_banner(m: Model, own: bool = False) -> str:
@@ -366,6 +381,18 @@ class Workbench:
         return None, frame_banner(self.model)
 
 
+def video_note(s: AppSettings) -> str:
+    """How this tab's analysis relates to the batch tool's: the same pipeline, models and CSV
+    columns; the one setting that can differ is how often faces are detected."""
+    if s.detect_every == 1:
+        return ("The batch tool's analysis and CSV (`python -m batch`, same settings: faces detected on "
+                "every frame).")
+    return (f"The batch tool's pipeline, models and CSV columns, with one difference: faces are detected on "
+            f"1 frame in {s.detect_every} and tracked in between (MER_DETECT_EVERY={s.detect_every}, for a "
+            f"faster answer), where `python -m batch` detects on every frame by default; "
+            f"`python -m batch --detect-every {s.detect_every}` gives this tab's CSV.")
+
+
 def limits_named(msg: str, s: AppSettings) -> str:
     """mer.video's limit messages with the setting that changes each limit."""
     return (msg.replace(f"limit of {s.max_video_s:g} s", f"limit of {s.max_video_s:g} s (MER_MAX_VIDEO_S)")
@@ -419,7 +446,7 @@ def video_tab(wb: Workbench, session: gr.State) -> None:
     s = wb.settings
     with gr.Tab("Video", id="video"):
         gr.Markdown(f"Clips up to {s.max_video_mb:g} MB, {s.max_video_s:g} s and {s.max_video_side} px on the "
-                    "longer side. Same analysis and CSV as the batch tool (`python -m batch`).")
+                    f"longer side. {video_note(s)}", elem_id="video-note")
         with gr.Row():
             with gr.Column(scale=1):
                 vid_in = quiet(gr.Video(sources=["upload"], label="Clip", elem_id="video-input"))
