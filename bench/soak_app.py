@@ -41,6 +41,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 MEDIA = Path(os.environ.get("MER_MEDIA", ROOT.parent / "shared" / "media"))
+# gradio_client's uploads use httpx's default 5 s timeout: on a loaded machine a burst's uploads
+# wait longer than that for the server to read them and the client gives up (starlette then logs
+# ClientDisconnect); a browser waits. Every HTTP step here may take up to 120 s.
+HTTP = {"timeout": 120.0}
 PHOTOS = ["single_face.jpg", "multi_face.jpg", "no-faces.jpg", "two_people.jpg", "obama.jpg", "angry.jpg",
           "happy-baby.jpeg", "surprised.jpeg", "group.jpeg", "justin.jpg"]
 
@@ -155,7 +159,7 @@ def downloads(dl: Path, name: str) -> str:
 def client_loop(url: str, k: int, inputs: dict, tally: Tally, stop: float, dl: Path) -> None:
     from gradio_client import Client
     rng = random.Random(k)
-    client = Client(url, verbose=False, download_files=downloads(dl, f"c{k}"))
+    client = Client(url, verbose=False, httpx_kwargs=HTTP, download_files=downloads(dl, f"c{k}"))
     while time.time() < stop:
         kind = rng.choices(["image", "gradcam", "video"], [3, 2, 1])[0]
         try:
@@ -174,7 +178,7 @@ def live_loop(url: str, inputs: dict, tally: Tally, stop: float, dl: Path, every
     from gradio_client import Client, handle_file
     n = 0
     while time.time() < stop:
-        client = Client(url, verbose=False, download_files=downloads(dl, "live"))
+        client = Client(url, verbose=False, httpx_kwargs=HTTP, download_files=downloads(dl, "live"))
         for _ in range(120):
             if time.time() >= stop:
                 break
@@ -202,7 +206,7 @@ def burst(url: str, n: int, inputs: dict, tally: Tally, dl: Path) -> dict:
     def one(k):
         rng = random.Random(1000 + k)
         try:
-            client = Client(url, verbose=False, download_files=downloads(dl, f"b{k}"))
+            client = Client(url, verbose=False, httpx_kwargs=HTTP, download_files=downloads(dl, f"b{k}"))
         except Exception as e:
             outcome = "failed"
             tally.add("burst", outcome, f"connect: {type(e).__name__}: {e}")
