@@ -210,8 +210,12 @@ def burst(url: str, n: int, inputs: dict, tally: Tally, dl: Path) -> dict:
         except Exception as e:
             outcome = "failed"
             tally.add("burst", outcome, f"connect: {type(e).__name__}: {e}")
+            barrier.abort()  # the others go at once (a broken barrier), never wait for this one
         else:
-            barrier.wait()
+            try:
+                barrier.wait(timeout=300)
+            except threading.BrokenBarrierError:
+                pass
             try:
                 one_request(client, "image", inputs, rng)
                 outcome = "answered"
@@ -307,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     peak_ratio = max(after) / base if after else float("nan")
     end_ratio = after[-1] / base if after else float("nan")
     peaks_after = [r for m, r in peaks.items() if m >= int(args.warmup_min)]
+    # the trend: each later 5-minute window's mean level over the first window's after the warm-up
+    win = [float(np.mean(after[i:i + 5])) for i in range(0, max(1, len(after) - 4))] if after else []
+    trend = max(win) / win[0] if win else float("nan")
     counts = tally.snapshot()
     failed = sum(n for k, n in counts.items() if k.endswith(":failed"))
     ok = failed == 0 and bool(after) and peak_ratio <= 1.10 and end_ratio <= 1.10
@@ -317,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                "rss_peak_highest_over_warmup_peak": round(max(peaks_after) / peaks_after[0], 3) if peaks_after else None,
                "rss_first_mb": samples[0][1], "rss_end_idle_mb": round(end_rss, 1),
                "rss_at_warmup_mb": base, "rss_highest_over_warmup_ratio": round(peak_ratio, 3),
-               "rss_end_over_warmup_ratio": round(end_ratio, 3), "passed": ok, "cpus": os.cpu_count()}
+               "rss_end_over_warmup_ratio": round(end_ratio, 3),
+               "rss_5min_window_highest_over_first": round(trend, 3), "passed": ok, "cpus": os.cpu_count()}
     print(json.dumps(summary, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
