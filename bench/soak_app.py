@@ -16,8 +16,10 @@ rows, the live frame has its JSON); a request may also be refused with gradio's 
 The server's resident memory (RSS of the app.py process; the decoder children are separate,
 capped processes) is sampled every --sample-s s. It swings by about +-15 % with the requests in
 flight (two videos and Grad-CAM at once), so each minute's median is its level (each minute's peak
-is reported too). Passes when no request failed and the levels from minute --warmup-min to the
-end stay within 10 %: the highest of them and the last, each over minute --warmup-min's, <= 1.10.
+is reported too), and single minutes' levels still differ by up to +-8 % on a loaded machine.
+Passes when no request failed and the level is flat within 10 % from minute --warmup-min on: the
+mean level of every later 5-minute window over that of the first window after the warm-up <= 1.10
+(the single minutes' highest and last level over minute --warmup-min's are printed too).
 """
 from __future__ import annotations
 
@@ -316,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     trend = max(win) / win[0] if win else float("nan")
     counts = tally.snapshot()
     failed = sum(n for k, n in counts.items() if k.endswith(":failed"))
-    ok = failed == 0 and bool(after) and peak_ratio <= 1.10 and end_ratio <= 1.10
+    ok = failed == 0 and bool(win) and trend <= 1.10
     summary = {"minutes": args.minutes, "clients": args.clients, "burst": args.burst, "burst_result": burst_res,
                "counts": counts, "failed": failed, "errors": tally.errors[:10],
                "rss_median_per_minute_mb": {m: round(r, 1) for m, r in levels.items()},
@@ -329,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
-    print(f"{'PASS' if ok else 'FAIL'}: {failed} failed requests; per-minute RSS (median) from minute "
+    print(f"{'PASS' if ok else 'FAIL'}: {failed} failed requests; RSS level, 5-minute windows from minute "
+          f"{int(args.warmup_min)} on: highest {trend:.3f}x the first; per-minute RSS (median) from minute "
           f"{int(args.warmup_min)} to the end: highest {peak_ratio:.3f}x, last {end_ratio:.3f}x of minute "
           f"{int(args.warmup_min)}'s ({base:.0f} MB; the first sample was {samples[0][1]:.0f} MB); "
           f"per-minute peaks: highest {summary['rss_peak_highest_over_warmup_peak']}x of minute "
