@@ -20,7 +20,8 @@ The issue's three targets, each a ratio of two whole measurements taken in this 
   with --device cuda vs --device cpu on the same machine: target >= 8.
 
 On the real 472-frame WolfgangLanger clip (../shared/media) and a generated 640x360 clip it prints:
-decode-only fps, decode + face detection fps (downscaled, as the pipeline does it), the full
+decode-only fps (the pipeline's decode path, mer.decode.open_source: decord's index, OpenCV's
+frames), decode + face detection fps (downscaled, as the pipeline does it), the full
 pipeline fps (mer.video.analyze_video: decode, detect, track, classify, motion, spotting), and a
 naive baseline measured in the same run: full-size MTCNN on one frame at a time plus per-face
 classification (what the `fer` package's Video.analyze does). Targets: full / (decode + detection)
@@ -56,23 +57,26 @@ def predictor_for(checkpoint: str | None, device: str, tmp: Path):
 
 
 def decode_only(path, chunk) -> float:
-    from mer.video import open_video
-    t = time.perf_counter()
-    vr = open_video(path)
-    n = len(vr)
-    for s in range(0, n, chunk):
-        vr.get_batch(list(range(s, min(n, s + chunk)))).asnumpy()
+    """The pipeline's own decode path (mer.decode.open_source: decord's index, OpenCV's frames, in
+    this process as the batch workers run it), nothing else."""
+    from mer.decode import open_source
+    t, n = time.perf_counter(), 0
+    with open_source(path, chunk) as src:
+        for c in src.chunks():
+            n += len(c.index)
     return n / (time.perf_counter() - t)
 
 
 def decode_detect(path, detector, every: int, chunk) -> float:
-    from mer.video import open_video
-    t = time.perf_counter()
-    vr = open_video(path)
-    n = len(vr)
-    for s in range(0, n, chunk):
-        idx = [i for i in range(s, min(n, s + chunk)) if i % every == 0 or i == n - 1]
-        detector.detect(vr.get_batch(idx).asnumpy())
+    """The same decode, plus MTCNN on every `every`-th frame (and the last), as mer.video.Detect."""
+    from mer.decode import open_source
+    t, n = time.perf_counter(), 0
+    with open_source(path, chunk) as src:
+        last = src.info.n_frames - 1
+        for c in src.chunks():
+            keep = [k for k, i in enumerate(c.index) if i % every == 0 or i == last]
+            detector.detect(c.frames[keep])
+            n += len(c.index)
     return n / (time.perf_counter() - t)
 
 

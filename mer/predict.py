@@ -84,6 +84,7 @@ class Predictor:
                  _loaded: tuple[torch.nn.Module, ModelCard] | None = None):
         self.device = resolve_device(device)
         self.aus = aus  # face mesh + blendshapes + AU proxies per face (mer.landmarker), built on first use
+        exact_cuda(self.device)  # process-wide, once: the same probabilities as on the CPU
         if _loaded is None:
             self.checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
             self.model, self.card = load_checkpoint(self.checkpoint, device=self.device)
@@ -158,14 +159,13 @@ class Predictor:
         probs = []
         for s in range(0, len(x), self.batch_size):
             xb = x[s:s + self.batch_size].to(self.device)
-            with exact_cuda(self.device):  # no TF32 on CUDA: the same probabilities as on the CPU
-                if gradcam:
-                    with GradCAM(self.model) as cam:
-                        hm, logits = cam(xb)
-                    heatmaps.append(hm)
-                else:
-                    with torch.inference_mode():
-                        logits = self.model(xb)
+            if gradcam:  # (no TF32 on CUDA: exact_cuda, set when the predictor was built)
+                with GradCAM(self.model) as cam:
+                    hm, logits = cam(xb)
+                heatmaps.append(hm)
+            else:
+                with torch.inference_mode():
+                    logits = self.model(xb)
             probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())  # the one softmax
         n = len(self.classes)
         p = np.concatenate(probs) if probs else np.zeros((0, n), np.float32)

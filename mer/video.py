@@ -395,14 +395,17 @@ _micro_models: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def micro_model_for(predictor):
     """The shipped micro-expression model (mer.predict.micro_checkpoint()) on the predictor's device,
-    loaded once per predictor; None when it is not installed (micro intervals are then classified
-    like macro ones, by the per-frame model)."""
+    loaded once per predictor. A missing or unusable one is a CheckpointError that says so: micro
+    intervals fall back to the per-frame model only when asked (analyze_video(micro_predictor=False)),
+    never silently."""
     if predictor not in _micro_models:
+        from .checkpoint import CheckpointError
         from .predict import Predictor, micro_checkpoint
         try:
             _micro_models[predictor] = Predictor(micro_checkpoint(), device=predictor.device)
-        except Exception:
-            _micro_models[predictor] = None
+        except CheckpointError as e:
+            raise CheckpointError(f"the micro-expression model cannot be used: {e} (to classify micro "
+                                  "intervals with the per-frame model instead, pass micro_predictor=False)") from None
     return _micro_models[predictor]
 
 
@@ -469,7 +472,8 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
     `video` column (default: the file name). `preview`: a mer.encode.PreviewWriter that receives
     the annotated frames on the way (written when the analysis succeeds, removed when it fails).
     `micro_predictor` recognises micro intervals from their apex crop (default: the shipped
-    micro-expression model; False: the per-frame model's mean over the interval instead)."""
+    micro-expression model, a CheckpointError when it is missing or broken; False: the per-frame
+    model's mean over the interval instead)."""
     s = settings or VideoSettings()
     path = Path(path)
     classes = list(predictor.classes)
