@@ -1,25 +1,18 @@
-"""Reports for analysed videos: CSVs, a Plotly timeline, a self-contained HTML page, an index.
+"""Reports for analysed videos: CSVs, a Plotly timeline, a self-contained HTML page, the folder index.
 
-Every file is written to a temporary name beside its target and `os.replace`d (atomic_write,
-atomic_path: the one atomic writer of the project), so a crash never leaves a half-written file
-under the final name. CSVs go through write_csv: text cells that start with = + - @, tab or CR are
-prefixed with a single quote (spreadsheet formula injection). Content is deterministic (fixed div ids, no
-dates): the same analysis always gives byte-identical files.
+Files are written through mer.files (atomic_write, write_csv: atomic, CSV cells escaped). Content is
+deterministic (fixed div ids, no dates): the same analysis always gives byte-identical files.
 """
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
-
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # pandas, OpenCV and Plotly load on first use: atomic_write stays a light import
+from .files import atomic_write, write_csv
+
+if TYPE_CHECKING:  # pandas, OpenCV and Plotly load on first use
     import numpy as np
     import pandas as pd
     import plotly.graph_objects as go
@@ -29,69 +22,7 @@ SUMMARY_COLUMNS = ["video", "status", "error", "duration_s", "frames", "fps", "f
 PLOTLY_JS = "plotly.min.js"
 COLORS = ["#4C78A8", "#F58518", "#E45756", "#72B7B2", "#54A24B", "#EECA3B", "#B279A2", "#FF9DA6",
           "#9D755D", "#BAB0AC"]
-_INJECT = ("=", "+", "-", "@", "\t", "\r")
 INTERVAL_COLORS = {"micro": "#E45756", "macro": "#4C78A8"}
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write to; on leaving the block without an error it is
-    fsynced, made world-readable and os.replace'd onto `path`, otherwise removed.
-
-        with atomic_path("out/clip.mp4") as tmp:
-            some_library.save(tmp)       # any writer that takes a file name (name ends .mer-tmp)
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".", suffix=".mer-tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], object]) -> Path:
-    """Write `data` (text as UTF-8, bytes, or a callback that writes the temporary path it is given)
-    to a temp file in the same folder, fsync, then os.replace onto `path`. The one atomic writer."""
-    with atomic_path(path) as tmp:
-        if callable(data):
-            data(tmp)
-        else:
-            tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else bytes(data))
-    return Path(path)
-
-
-def escape_cell(v):
-    """'=1+1' -> \"'=1+1\": a text cell a spreadsheet would run as a formula is made literal. Cells
-    starting with = + - @, or with a tab or carriage return (which spreadsheets skip before
-    reading a formula), get a leading single quote (OWASP's CSV-injection rule)."""
-    return "'" + v if isinstance(v, str) and v.startswith(_INJECT) else v
-
-
-def write_csv(df: pd.DataFrame, path: str | Path, **to_csv) -> Path:
-    """Atomic CSV (UTF-8, '\\n' line ends, empty cells for missing values, no index), text cells and
-    column names escaped (escape_cell). The one CSV writer: extra keywords go to DataFrame.to_csv."""
-    import pandas as pd
-    out = df.copy()
-    for c in out.columns:
-        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c].dtype):
-            out[c] = out[c].map(escape_cell, na_action="ignore")
-    out.columns = [escape_cell(c) for c in out.columns]
-    to_csv = {"index": False, "lineterminator": "\n", **to_csv}
-    text = [c for c in out.columns if out[c].dtype == object or pd.api.types.is_string_dtype(out[c].dtype)]
-    if any(out[c].astype("string").str.contains("\r", regex=False).any() for c in text):
-        to_csv.setdefault("quoting", csv.QUOTE_NONNUMERIC)  # 3.11's csv leaves a bare CR unquoted
-    return atomic_write(path, out.to_csv(**to_csv))
 
 
 def _plotly_tag(plotlyjs: bool | str) -> str:
