@@ -177,8 +177,11 @@ def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, pre
     js = os.path.relpath(out / report.PLOTLY_JS, target.parent)
     report.write_video_report(res, target.parent, target.name, plotlyjs=Path(js).as_posix())
     i = res.info
+    top = res.frames["top_class"].dropna()
+    shares = {c: round(float((top == c).mean()), 4) for c in res.classes} if len(top) else {}
     return {"duration_s": i["duration_s"], "frames": i["n_frames"], "fps": i["fps"], "faces": i["n_faces"],
-            "dominant_class": i["dominant_class"], "intervals": i["n_intervals"], "partial": _partial_reason(i)}
+            "dominant_class": i["dominant_class"], "intervals": i["n_intervals"], "class_shares": shares,
+            "partial": _partial_reason(i)}
 
 
 def release_memory() -> None:
