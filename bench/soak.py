@@ -170,7 +170,7 @@ def ray_soak(args) -> int:
     out = work / "out"
     if out.exists():
         shutil.rmtree(out)
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     port = args.port
     common = ["--node-ip-address", "127.0.0.1", "--object-store-memory", str(200 << 20), "--disable-usage-stats"]
     try:
