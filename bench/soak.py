@@ -164,6 +164,37 @@ def raylet_pid(port: int) -> int | None:
     return None
 
 
+def own_processes(marker: str) -> list[int]:
+    """This soak's Ray processes: those started with its own --temp-dir (`marker`) on their command
+    line, and their descendants (workers rename themselves ray::...). Never another user's Ray."""
+    parent, found = {}, set()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if marker.encode() in (p / "cmdline").read_bytes():
+                found.add(int(p.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    grew = True
+    while grew:
+        kids = {pid for pid, pp in parent.items() if pp in found} - found
+        found |= kids
+        grew = bool(kids)
+    return sorted(found - {os.getpid()})
+
+
+def stop_cluster(marker: str) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in own_processes(marker):
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        time.sleep(3)
+
+
 def ray_soak(args) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="mer-raysoak-"))
     inp = make_clips(work, args.clips)
@@ -172,7 +203,9 @@ def ray_soak(args) -> int:
         shutil.rmtree(out)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     port = args.port
-    common = ["--node-ip-address", "127.0.0.1", "--object-store-memory", str(200 << 20), "--disable-usage-stats"]
+    temp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    common = ["--node-ip-address", "127.0.0.1", "--object-store-memory", str(200 << 20), "--disable-usage-stats",
+              "--temp-dir", temp]
     try:
         ray_start("--head", "--port", str(port), "--num-cpus", "0", "--include-dashboard", "false",
                   "--node-manager-port", str(port + 1), "--object-manager-port", str(port + 2),
@@ -228,7 +261,7 @@ def ray_soak(args) -> int:
         print("PASS" if ok else "FAIL")
         return 0 if ok else 1
     finally:
-        subprocess.run([ray_bin(), "stop", "--force"], capture_output=True, env=env, timeout=120)
+        stop_cluster(temp)  # this cluster only (`ray stop` would end every Ray on the machine)
 
 
 def app_soak(argv: list[str]) -> int:
