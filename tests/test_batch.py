@@ -185,6 +185,7 @@ def test_intervals_are_real_and_consistent_with_the_frames(planted_run):
     assert r["onset_s"] == pytest.approx(t[r["onset_frame"]], abs=1e-5)
     assert r["apex_s"] == pytest.approx(t[r["apex_frame"]], abs=1e-5)
     assert 1 / 25 - 1e-6 <= r["offset_s"] - r["onset_s"] <= 0.5 + 1e-6
+    assert "<h2>Apex frames</h2><div class='thumbs'><figure>" in (planted_run / "planted.mp4.html").read_text()
 
 
 def test_help_and_usage_errors(tmp_path, untrained_checkpoint):

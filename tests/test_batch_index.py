@@ -107,3 +107,16 @@ def test_index_sorts_filters_and_draws_the_overview_offline(page):
     assert page.inner_text("#shown") == "1 of 300 shown" and first_cells(page, 0) == ["v199.mp4"]
     page.fill("#filter", "")
     assert page.inner_text("#shown") == "300 of 300 shown"
+
+
+def test_a_report_without_intervals_has_no_apex_frames(media, untrained_checkpoint, tmp_path):
+    """A video where nothing was spotted gets no "Apex frames" section (it showed thumbnails of
+    frames that are the apex of nothing)."""
+    from mer.predict import Predictor
+    from mer.report import video_html
+    from mer.video import VideoSettings, analyze_video
+    res = analyze_video(media / "no_face.mp4", Predictor(untrained_checkpoint, device="cpu"),
+                        VideoSettings(detect_every=4))
+    page = video_html(res, plotlyjs=False)
+    assert len(res.intervals) == 0 and "Spotted intervals (0)" in page
+    assert "Apex frames" not in page and "<img" not in page
