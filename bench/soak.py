@@ -202,6 +202,9 @@ def ray_soak(args) -> int:
     if out.exists():
         shutil.rmtree(out)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    # Ray runs its workers at nice 15: on a shared machine they then starve (the local engine's
+    # workers run at normal priority, so this compares like with like)
+    env["RAY_worker_niceness"] = str(args.niceness)
     port = args.port
     temp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")  # short: Ray's socket paths have a length limit
     common = ["--node-ip-address", "127.0.0.1", "--object-store-memory", str(200 << 20), "--disable-usage-stats",
@@ -293,6 +296,7 @@ def main(argv=None) -> int:
     r.add_argument("--kill-after", type=float, default=0.33, help="fraction of the clips done before the kill")
     r.add_argument("--detect-every", type=int, default=1)
     r.add_argument("--port", type=int, default=16379)
+    r.add_argument("--niceness", type=int, default=0, help="the Ray workers' nice value (Ray's own default: 15)")
     r.add_argument("--work", default=None)
     sub.add_parser("app", help="the app's soak (bench/soak_app.py; pass its options after `app`)")
     args = ap.parse_args(argv)
