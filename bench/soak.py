@@ -25,7 +25,6 @@ written atomically, so every completion is a new inode), and the driver's "done"
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -273,11 +272,10 @@ def ray_soak(args) -> int:
 
 
 def app_soak(argv: list[str]) -> int:
-    try:
-        from bench.soak_app import main as app_main
-    except ImportError as e:
-        print(f"the app soak lives in bench/soak_app.py, which is not here ({e})", file=sys.stderr)
+    if not (ROOT / "bench" / "soak_app.py").is_file():
+        print("the app soak lives in bench/soak_app.py, which is not in this checkout", file=sys.stderr)
         return 2
+    from bench.soak_app import main as app_main
     return app_main(argv)
 
 
