@@ -208,16 +208,6 @@ def micro_banner(m: Model | None, error: str | None = None) -> str:
     return model_markdown("Micro-expression model (classifies spotted micro intervals)", m.name, m.predictor.card)
 
 
-def bar_figure(preds, classes) -> go.Figure:
-    fig = go.Figure()
-    for i, p in enumerate(preds):
-        fig.add_trace(go.Bar(x=list(classes), y=[p.probs[c] for c in classes], name=f"face #{i}"))
-    fig.update_layout(barmode="group", yaxis=dict(range=[0, 1], title="probability"), height=320,
-                      margin=dict(l=40, r=10, t=30, b=30), template="plotly_white",
-                      title="no faces" if not preds else "class probabilities per face")
-    return fig
-
-
 def faces_table(preds, classes) -> pd.DataFrame:
     rows = [{"face": i, "top_class": p.top_class, "top_prob": round(p.top_prob, 4),
              "det_prob": round(float(p.face.prob), 4), "box": ", ".join(f"{v:.0f}" for v in p.face.box),
@@ -301,7 +291,8 @@ class Workbench:
                              "(faces smaller than about 20 px or turned away are not detected).")
         result = {"checkpoint": m.name, "classes": classes, "n_faces": len(preds), "width": img.shape[1],
                   "height": img.shape[0], "faces": [p.to_dict() for p in preds]}
-        return shown, msg, bar_figure(preds, classes), faces_table(preds, classes), result
+        from mer.report import au_bars_figure
+        return shown, msg, au_bars_figure(preds, classes), faces_table(preds, classes), result
 
     def toggle_cam(self, image, gradcam: bool, session: Model | None):
         """The Grad-CAM checkbox re-runs the prediction when there is an image."""
@@ -312,7 +303,7 @@ class Workbench:
     @user_errors("Video analysis")
     def analyze_video(self, video, session: Model | None, progress=gr.Progress()):
         from mer.encode import PreviewWriter
-        from mer.report import timeline_figure, write_csv
+        from mer.report import au_heatmap_figure, timeline_figure, write_csv
         from mer.video import VideoError, analyze_video
         s = self.settings
         if video is None:
@@ -336,7 +327,8 @@ class Workbench:
             raise Refused(f"Cannot analyse this clip: {limits_named(str(e), s)}") from None
         progress(1.0, desc="writing the CSV")
         csv = write_csv(res.frames, out / f"{path.stem}.frames.csv")
-        return video_summary(res.info, m.name), str(preview.path), timeline_figure(res), res.intervals, str(csv)
+        return (video_summary(res.info, m.name), str(preview.path), timeline_figure(res), res.intervals, str(csv),
+                au_heatmap_figure(res))
 
     @user_errors("Live analysis")
     def live_frame(self, frame, live: LiveSession | None, session: Model | None):
@@ -431,7 +423,7 @@ def image_tab(wb: Workbench, session: gr.State) -> None:
             with gr.Column(scale=1):
                 img_out = gr.Image(label="Faces", type="numpy", format="jpeg", elem_id="image-output")
                 msg = gr.Markdown(elem_id="image-message")
-        plot = gr.Plot(label="Class probabilities per face", elem_id="image-plot")
+        plot = gr.Plot(label="Class probabilities and AU proxies per face", elem_id="image-plot")
         table = gr.Dataframe(label="Per-face results", interactive=False)
         js = gr.JSON(label="JSON")
         ex = sorted(EXAMPLES.glob("*.jpg"))
@@ -455,12 +447,15 @@ def video_tab(wb: Workbench, session: gr.State) -> None:
                 vid_out = gr.Video(label="Annotated preview (H.264)", elem_id="video-output")
         msg = gr.Markdown(elem_id="video-message")
         plot = gr.Plot(label="Timeline per face (spotted intervals by type and class)", elem_id="video-plot")
+        au_plot = gr.Plot(label="AU proxies over time (spotted intervals and their AUs marked)", elem_id="video-aus")
+        au_fig = gr.State(None)  # the AU heat map travels through a state: the API's outputs stay as they were
         iv = gr.Dataframe(label="Spotted intervals", interactive=False, elem_id="video-intervals")
         csv = gr.File(label="Per-frame CSV")
         exv = sorted(EXAMPLES.glob("*.mp4"))
         if exv:
             gr.Examples([[str(p)] for p in exv], [vid_in])
-        btn.click(wb.analyze_video, [vid_in, session], [msg, vid_out, plot, iv, csv], api_name="analyze_video")
+        btn.click(wb.analyze_video, [vid_in, session], [msg, vid_out, plot, iv, csv, au_fig],
+                  api_name="analyze_video").then(lambda f: f, au_fig, au_plot, api_name=False)
 
 
 def live_tab(wb: Workbench, session: gr.State) -> None:

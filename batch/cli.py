@@ -48,6 +48,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="run face detection every N frames, track in between (default 1)")
     ap.add_argument("--detect-max-side", type=int, default=320, metavar="PX",
                     help="downscale frames to this longer side for detection (default 320; 0 = full size)")
+    ap.add_argument("--no-aus", action="store_true",
+                    help="skip the face mesh: no bs_*/yaw/pitch/roll/au* columns, no interval AUs")
+    ap.add_argument("--landmarks", action="store_true",
+                    help="also write NAME.landmarks.npz (478 face-mesh landmarks per face and frame)")
     ap.add_argument("--workers", type=int, default=1, metavar="N", help="videos processed at once (default 1)")
     ap.add_argument("--timeout-per-video", type=float, default=3600.0, metavar="S",
                     help="kill and fail a video S seconds after its analysis started (default 3600; 0 = no limit)")
@@ -214,7 +218,8 @@ def _run(args, inp: Path, out: Path, videos: list[str], manifest, pool) -> int:
 def settings_from_args(args) -> dict:
     """The VideoSettings fields the command line sets, as a dict (the worker builds the
     mer.video.VideoSettings from it, defaults filled in: batch.runner.video_settings)."""
-    return {"detect_every": args.detect_every, "detect_max_side": args.detect_max_side or None}
+    return {"detect_every": args.detect_every, "detect_max_side": args.detect_max_side or None,
+            "aus": not args.no_aus, "landmarks": args.landmarks}
 
 
 def describe_here(args, job) -> dict:

@@ -114,6 +114,8 @@ def video_html(result, plotlyjs: bool | str = True) -> str:
                      f"<figcaption>face {fid}, frame {fr}</figcaption></figure>"
                      for fr, fid, c in result.thumbnails)
     fig = timeline_figure(result).to_html(full_html=False, include_plotlyjs=False, div_id="timeline")
+    fig += "<h2>AU proxies over time</h2>" + au_heatmap_figure(result).to_html(
+        full_html=False, include_plotlyjs=False, div_id="aus")
     iv = result.intervals
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>{STYLE}"
             f"{_plotly_tag(plotlyjs)}</head><body><h1>{title}</h1>{_table(meta)}"
@@ -124,7 +126,8 @@ def video_html(result, plotlyjs: bool | str = True) -> str:
 
 
 def write_video_report(result, out_dir: str | Path, stem: str, plotlyjs: bool | str = True) -> dict[str, Path]:
-    """<stem>.frames.csv, <stem>.intervals.csv and <stem>.html in out_dir (each atomic).
+    """<stem>.frames.csv, <stem>.intervals.csv and <stem>.html in out_dir (each atomic), and
+    <stem>.landmarks.npz when the result kept landmarks (frame, face_id, landmarks (K, 478, 3)).
 
     plotlyjs: True embeds plotly.js in the page; a string is used as the script's src (relative
     path to a shared plotly.min.js, see write_plotly_js)."""
@@ -133,6 +136,13 @@ def write_video_report(result, out_dir: str | Path, stem: str, plotlyjs: bool | 
              "html": out_dir / f"{stem}.html"}
     write_csv(result.frames, paths["frames"])
     write_csv(result.intervals, paths["intervals"])
+    if getattr(result, "landmarks", None) is not None:  # VideoSettings.landmarks: 478 landmarks per face and frame
+        import io
+        import numpy as np
+        paths["landmarks"] = out_dir / f"{stem}.landmarks.npz"
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **result.landmarks)
+        atomic_write(paths["landmarks"], buf.getvalue())
     atomic_write(paths["html"], video_html(result, plotlyjs))
     return paths
 
@@ -237,3 +247,72 @@ def write_index(rows: list[dict], out_dir: str | Path, plotlyjs: bool | str = PL
             f"<div class='ov' id='ov-secs'></div>{INDEX_JS}</body></html>\n")
     paths["index"] = atomic_write(out_dir / "index.html", page)
     return paths
+
+
+# ---------------------------------------------------------------- action-unit proxies (mer.aus)
+
+def au_bars_figure(preds, classes) -> go.Figure:
+    """Image tab: class probabilities per face (left) next to each face's AU proxies (right)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    from .aus import AU_LABELS, AU_NAMES
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.08,
+                        subplot_titles=("class probabilities", "AU proxies (from blendshapes)"))
+    for i, p in enumerate(preds):
+        col = COLORS[i % len(COLORS)]
+        fig.add_trace(go.Bar(x=list(classes), y=[p.probs[c] for c in classes], name=f"face #{i}",
+                             legendgroup=f"f{i}", marker_color=col), row=1, col=1)
+        aus = getattr(p, "aus", {}) or {}
+        if aus:
+            fig.add_trace(go.Bar(x=[f"AU{int(n[2:])}" for n in AU_NAMES], y=[aus[n] for n in AU_NAMES],
+                                 name=f"AU proxies of face {i}", legendgroup=f"f{i}", showlegend=False, marker_color=col,
+                                 hovertext=[AU_LABELS[n] for n in AU_NAMES]), row=1, col=2)
+    fig.update_yaxes(range=[0, 1], row=1, col=1, title_text="probability")
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    fig.update_layout(barmode="group", height=340, margin=dict(l=40, r=10, t=40, b=30), template="plotly_white",
+                      title="no faces" if not preds else None)
+    return fig
+
+
+def au_heatmap_figure(result, max_faces: int = 4, max_points: int = 2000) -> go.Figure:
+    """Video tab and batch HTML: per face, the AU proxies over time as a heat map (AU x time), the
+    spotted intervals marked on it with their AUs, objective class and emotion in the hover text."""
+    import numpy as np
+    import pandas as pd
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+    from .aus import AU_LABELS, AU_NAMES
+    df = result.frames
+    if AU_NAMES[0] not in df.columns:
+        fig = go.Figure()
+        fig.update_layout(title="AU proxies: not computed (AUs off)", height=120, template="plotly_white")
+        return fig
+    faces = df[df["face_id"].notna()]
+    ids = [int(i) for i in faces["face_id"].value_counts().sort_index().index][:max_faces]
+    fig = make_subplots(rows=max(1, len(ids)), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[f"face {i}: AU proxies" for i in ids] or ["no faces"])
+    labels = [f"AU{int(n[2:])}" for n in AU_NAMES]
+    for r, fid in enumerate(ids, start=1):
+        g = faces[faces["face_id"] == fid]
+        g = g.iloc[::max(1, int(np.ceil(len(g) / max_points)))]
+        fig.add_trace(go.Heatmap(x=g["time_s"], y=labels, z=g[list(AU_NAMES)].to_numpy().T, zmin=0, zmax=1,
+                                 colorscale="Viridis", showscale=r == 1, colorbar=dict(title="proxy", len=0.5),
+                                 customdata=np.array([[AU_LABELS[n]] * len(g) for n in AU_NAMES]),
+                                 hovertemplate="%{y} (%{customdata}) %{z:.2f} at %{x:.2f} s<extra></extra>"),
+                      row=r, col=1)
+        ivs = result.intervals[result.intervals["face_id"] == fid] if len(result.intervals) else []
+        for _, iv in (ivs.iterrows() if len(ivs) else []):
+            aus = "" if pd.isna(iv.get("aus")) else str(iv.get("aus"))
+            text = (f"{iv.get('type', '')} {iv['onset_s']:.2f}-{iv['offset_s']:.2f} s<br>AUs: {aus or 'none'}"
+                    f"<br>class {iv.get('objective_class', '')} ({iv.get('emotion', '')})")
+            fig.add_trace(go.Scatter(x=[iv["onset_s"], iv["offset_s"], iv["offset_s"], iv["onset_s"], iv["onset_s"]],
+                                     y=[labels[0], labels[0], labels[-1], labels[-1], labels[0]], mode="lines",
+                                     line=dict(color=INTERVAL_COLORS.get(str(iv.get("type")), "white"), width=2),
+                                     hoverinfo="text", hovertext=html.escape(text).replace("&lt;br&gt;", "<br>"),
+                                     showlegend=False), row=r, col=1)
+            fig.add_annotation(x=iv["onset_s"], y=labels[-1], text=html.escape(aus or str(iv.get("type", ""))),
+                               showarrow=False, yshift=10, font=dict(size=9), row=r, col=1)
+    fig.update_xaxes(title_text="time (s)", row=max(1, len(ids)), col=1)
+    fig.update_layout(height=330 * max(1, len(ids)) + 60, margin=dict(l=50, r=20, t=40, b=40),
+                      template="plotly_white")
+    return fig

@@ -259,8 +259,9 @@ def test_real_clip_csv_rows_equal_decoded_frames(client, media):
     df = pd.read_csv(csv)
     assert len(df) == n == df["frame"].nunique() and df["face_id"].notna().all()
     assert f"**{n} frames**" in summary and "1 face track" in summary
+    from mer.aus import INTERVAL_AU_COLUMNS
     from mer.spotting import INTERVAL_COLUMNS
-    assert list(iv["headers"]) == INTERVAL_COLUMNS  # the batch tool's intervals.csv columns
+    assert list(iv["headers"]) == INTERVAL_COLUMNS + INTERVAL_AU_COLUMNS  # the batch tool's intervals.csv columns
     assert {"type", "class", "prob"} <= set(iv["headers"])
     assert plot["type"] == "plotly" and "face 0" in plot["plot"]
     pv = decord.VideoReader(preview)
