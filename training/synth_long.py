@@ -33,7 +33,7 @@ import pandas as pd
 
 from mer.faces import FaceDetector
 from mer.images import read_image
-from mer.report import atomic_path, atomic_write
+from mer.files import atomic_path, atomic_write
 
 from .synth import EMOTIONS
 
