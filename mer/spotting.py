@@ -22,7 +22,11 @@ and after it, found by the frames' real timestamps (right on variable frame rate
    Near the start and end of a track the track's first / last frame stands in for a reference
    that does not exist (when at least `min_ref_s` away), otherwise only the other side is used.
 
-The scorer keeps only the crops of the last 2 * window_s seconds per track.
+The scorer keeps only the crops of the last 2 * window_s seconds per track, and a track that has
+had no frame for `span_s` seconds of the stream (the farthest a reference can be: max(ref_frac) x
+window_s + the 0.25 x window_s a reference may be off its target) has ended: it is scored as
+`flush` would score it and released, so the crops held stay bounded by the live tracks (a face id
+that comes back later starts a new buffer: its old frames are too far to be anyone's reference).
 
 Spotting (`spot`), per track: the score is smoothed over `smooth_s` seconds (real timestamps);
 the threshold is relative to the track's own noise, median + c * 1.4826 * MAD (robust), never
@@ -36,7 +40,8 @@ micro-expression, up to `macro_max_s` a macro-expression, longer runs are droppe
 apex's robust z-score (peak - median) / (1.4826 MAD).
 
 Recognition (`recognize`): each micro interval is classified by the micro-expression model from
-its apex crop, each macro interval by the mean per-frame probabilities over its frames.
+its apex crop, each macro interval by the mean per-frame probabilities over its frames; the
+`recognized_by` column says which (and why a micro interval fell back to the per-frame model).
 """
 from __future__ import annotations
 
@@ -48,8 +53,9 @@ import numpy as np
 import pandas as pd
 
 INTERVAL_COLUMNS = ["face_id", "type", "onset_frame", "apex_frame", "offset_frame", "onset_s", "apex_s",
-                    "offset_s", "class", "prob", "score"]
+                    "offset_s", "class", "prob", "score", "recognized_by"]
 TYPES = ("micro", "macro")
+REF_TOL = 0.25  # a reference frame may be this fraction of window_s off its target time
 
 
 @dataclass
@@ -87,6 +93,9 @@ class MotionScorer:
         for each decoded frame, for each face:  out += scorer.push(face_id, frame, t, image, face)
         out += scorer.flush()          # -> [(face_id, frame, score), ...] (any order)
 
+    Scores come as the stream advances: a frame's `window_s` later, an ended track's `span_s` after
+    its last frame (`advance(t)` moves the stream on for a frame without faces; `push` does it too).
+
     `push` may also take a ready crop: `push(face_id, frame, t, crop=gray_or_rgb, eyes=(2, 2))`
     (eye centres in crop pixels, optional)."""
 
@@ -100,6 +109,13 @@ class MotionScorer:
         self._crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-3)
         self.tracks: dict[int, dict] = {}
         self._geometry: dict[int, list] = {}
+        self._now = -np.inf
+        self.span_s = (max(c.ref_frac) + REF_TOL) * c.window_s  # a track unseen this long has ended
+
+    @property
+    def held(self) -> int:
+        """Crops held, all tracks together."""
+        return sum(len(tr["g"]) for tr in self.tracks.values())
 
     # -- inputs
     def steady(self, face_id: int, t: float, face):
@@ -139,8 +155,20 @@ class MotionScorer:
         return m
 
     # -- streaming
+    def advance(self, t: float) -> list[tuple[int, int, float]]:
+        """The stream has reached time t: tracks with no frame in the last `span_s` seconds have
+        ended; their remaining frames are scored (exactly as `flush` would) and their crops released."""
+        self._now = max(self._now, float(t))
+        out = []
+        for fid in [f for f, tr in self.tracks.items() if tr["t"][-1] < self._now - self.span_s]:
+            out += self._drain(fid, final=True)
+            del self.tracks[fid]
+            self._geometry.pop(fid, None)
+        return out
+
     def push(self, face_id: int, frame: int, t: float, image: np.ndarray | None = None, face=None,
              crop: np.ndarray | None = None, eyes=None) -> list[tuple[int, int, float]]:
+        ended = self.advance(t)
         if crop is None:
             g, eyes = self.prepare(image, self.steady(face_id, t, face) if self.config.geometry_s > 0 else face)
         else:
@@ -150,7 +178,7 @@ class MotionScorer:
         tr["f"].append(int(frame))
         tr["g"].append(g)
         tr["eyes"].append(None if eyes is None else np.asarray(eyes, np.float64))
-        return self._drain(int(face_id), final=False)
+        return ended + self._drain(int(face_id), final=False)
 
     def flush(self) -> list[tuple[int, int, float]]:
         out = []
@@ -184,12 +212,12 @@ class MotionScorer:
         """The frame nearest to `target`; past the track's first (or, at the end, last) frame that
         frame, when it is at least min_ref_s away."""
         k, ti = self.config.window_s, times[i]
-        if target < times[0] - 0.25 * k or (target > times[-1] + 0.25 * k and final):
+        if target < times[0] - REF_TOL * k or (target > times[-1] + REF_TOL * k and final):
             j = 0 if target < times[0] else len(times) - 1
             return j if abs(times[j] - ti) >= self.config.min_ref_s else None
         j = bisect.bisect_left(times, target)
         best = min((c for c in (j - 1, j) if 0 <= c < len(times)), key=lambda c: abs(times[c] - target))
-        return best if abs(times[best] - target) <= 0.25 * k else None
+        return best if abs(times[best] - target) <= REF_TOL * k else None
 
     def _score(self, tr: dict, i: int, k: float, final: bool) -> float:
         times, ti = tr["t"], tr["t"][i]
@@ -263,12 +291,12 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1))
 
 
-def _nearest(times: np.ndarray, target: float, i0: int, i1: int) -> int:
-    """The index in [i0, i1] whose time is nearest to target, ties to the one farther from the core
-    (the lower index when target is below times[i1], else the higher)."""
+def _nearest(times: np.ndarray, target: float, i0: int, i1: int, side: str) -> int:
+    """The index in [i0, i1] whose time is nearest to target; a tie goes outwards, away from the
+    core: to the lower index on the "onset" side, to the higher on the "offset" side."""
     d = np.abs(times[i0:i1 + 1] - target)
     best = np.flatnonzero(d <= d.min() + 1e-6)
-    return i0 + int(best[0] if target <= times[i1] else best[-1])
+    return i0 + int(best[0] if side == "onset" else best[-1])
 
 
 def spot(frames: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, score: np.ndarray, face_id: int = 0,
@@ -310,8 +338,8 @@ def spot(frames: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, score: np.n
         if c.drop_cut and (lo == 0 or hi == n - 1):
             continue  # runs into the track's start or end: one side unseen, onset or offset unknown
         t0, t1 = start_s[lo] - c.pad_s, end_s[hi] + c.pad_s
-        lo = _nearest(start_s, t0, 0, lo)   # the frames nearest the padded times (variable frame
-        hi = _nearest(end_s, t1, hi, n - 1)  # rate: a tie goes outwards)
+        lo = _nearest(start_s, t0, 0, lo, "onset")     # the frames nearest the padded times
+        hi = _nearest(end_s, t1, hi, n - 1, "offset")  # (variable frame rate: a tie goes outwards)
         dur = float(end_s[hi] - start_s[lo])
         if dur > c.macro_max_s + 1e-9:
             continue
@@ -321,19 +349,22 @@ def spot(frames: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, score: np.n
                     "apex_frame": int(frames[apex]), "offset_frame": int(frames[hi]),
                     "onset_s": round(float(start_s[lo]), 6), "apex_s": round(float(start_s[apex]), 6),
                     "offset_s": round(float(end_s[hi]), 6), "class": "", "prob": float("nan"),
-                    "score": round(float(z), 3)})
+                    "score": round(float(z), 3), "recognized_by": ""})
     return out
 
 
 def recognize(intervals: pd.DataFrame, frames: pd.DataFrame, classes: list[str], apex_crop=None,
               micro=None) -> pd.DataFrame:
-    """Fill `class` and `prob`: a micro interval by the micro-expression model `micro` (a
-    mer.Predictor) from its apex crop, `apex_crop(frame, face_id) -> RGB image crop or None`; a
-    macro interval (or a micro one when no micro model or crop is at hand) by the per-frame
-    probabilities p_<class> of `frames` averaged over its frames."""
+    """Fill `class`, `prob` and `recognized_by`: a micro interval by the micro-expression model
+    `micro` (a mer.Predictor) from its apex crop, `apex_crop(frame, face_id) -> RGB image crop or
+    None` ("micro_model"); a macro interval by the per-frame probabilities p_<class> of `frames`
+    averaged over its frames ("frame_model"). A micro interval without a micro model or without an
+    apex crop is classified like a macro one and says why ("frame_model: no micro model" /
+    "frame_model: no apex crop")."""
     out = intervals.copy()
     if not len(out):
         return out
+    out["recognized_by"] = ""
     cols = [f"p_{c}" for c in classes]
     micro_rows = [k for k, r in out.iterrows() if r["type"] == "micro"] if micro and apex_crop else []
     crops = {k: apex_crop(int(out.at[k, "apex_frame"]), int(out.at[k, "face_id"])) for k in micro_rows}
@@ -343,6 +374,7 @@ def recognize(intervals: pd.DataFrame, frames: pd.DataFrame, classes: list[str],
         for k, p in zip(crops, probs):
             out.at[k, "class"] = micro.classes[int(p.argmax())]
             out.at[k, "prob"] = round(float(p.max()), 6)
+            out.at[k, "recognized_by"] = "micro_model"
     fid = frames["face_id"]
     for k, r in out.iterrows():
         if k in crops or not cols:
@@ -354,6 +386,8 @@ def recognize(intervals: pd.DataFrame, frames: pd.DataFrame, classes: list[str],
             m = p.mean(0)
             out.at[k, "class"] = classes[int(m.argmax())]
             out.at[k, "prob"] = round(float(m.max()), 6)
+            out.at[k, "recognized_by"] = "frame_model" + (
+                "" if r["type"] != "micro" else ": no apex crop" if k in micro_rows else ": no micro model")
     return out
 
 

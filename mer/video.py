@@ -15,12 +15,14 @@ per face and the per-row table):
     track     stable face ids (mer.tracking), faces interpolated between keyframes
     crop      aligned face crop per face (Predictor.crop)
     classify  class probabilities for all crops of a chunk in one batch
+    rows      the per-row table (each face row's motion cell waits for its score) and
+              (optionally) annotated preview frames
     motion    a per-face motion score: mer.spotting.MotionScorer (streaming; a frame's score is
-              known `window_s` later and is handed on then, with the crops it needs)
-    rows      the per-row table; thumbnails and (optionally) annotated preview frames on the way
+              known `window_s` later, an ended track's `span_s` after its last frame) goes into its
+              row then, and the frame's crops (held meanwhile) to the thumbnail and apex stores
     spot      one function over the finished table: micro and macro intervals (spot_intervals),
               then recognised: micro by the micro-expression model from the apex crop, macro by
-              the per-frame probabilities (mer.spotting.recognize)
+              the per-frame probabilities (mer.spotting.recognize, column recognized_by)
 
 A frame without a face still gives one row (face columns empty), so the row count is the decoded
 frame count plus extra faces. A file that decodes only in part (e.g. cut short) is analysed as far
@@ -49,6 +51,8 @@ LANDMARK_COLUMNS = ["le_x", "le_y", "re_x", "re_y", "nose_x", "nose_y", "ml_x", 
 FRAME_COLUMNS = ["video", "frame", "time_s", "face_id", "x1", "y1", "x2", "y2", "det_prob",
                  *LANDMARK_COLUMNS]  # then p_<class> per class, top_class, top_prob, motion, detected
 TAIL_COLUMNS = ["top_class", "top_prob", "motion", "detected"]
+APEX_GAP_S = 0.2   # kept thumbnail / apex crops are at least this far apart (in frames at the video's rate)
+APEX_KEEP = 400    # micro-model crops kept per face (the highest-scoring moments) for the apexes
 
 
 @dataclass
@@ -96,7 +100,6 @@ class FaceRecord:
     detected: bool                      # detected on this frame (False: interpolated or held)
     crop: np.ndarray | None = None      # aligned RGB crop (crop stage)
     probs: np.ndarray | None = None     # class probabilities (classify stage)
-    motion: float = math.nan            # motion score (motion stage)
 
 
 @dataclass
@@ -193,17 +196,19 @@ class Classify:
 
 class Motion:
     """The motion stage: mer.spotting.MotionScorer over each frame and face. A frame's score is known
-    `window_s` later, so scores are handed on as they come: into `scores`, and with the frame's
-    crops (kept meanwhile) to the thumbnail store and to the store of micro-model crops from which
-    the apex of each micro interval is recognised."""
+    `window_s` later (an ended track's, `span_s` after its last frame), so scores are handed on as
+    they come: to `scored([(face_id, frame, score), ...])` (the rows), and with the frame's crops
+    (held meanwhile) to the thumbnail store and to the store of micro-model crops from which the
+    apex of each micro interval is recognised."""
 
-    def __init__(self, scorer: MotionScorer, thumbs: "Thumbnails", apexes: "Thumbnails", micro=None):
-        self.scorer, self.thumbs, self.apexes, self.micro = scorer, thumbs, apexes, micro
-        self.scores: dict[tuple[int, int], float] = {}
+    def __init__(self, scorer: MotionScorer, scored: Callable[[list], None], thumbs: "Thumbnails",
+                 apexes: "Thumbnails", micro=None):
+        self.scorer, self.scored, self.thumbs, self.apexes, self.micro = scorer, scored, thumbs, apexes, micro
         self.pending: dict[tuple[int, int], tuple] = {}   # (frame, face_id) -> crops awaiting a score
 
     def __call__(self, frames: list[FrameRecord]) -> list[FrameRecord]:
         for f in frames:
+            self._take(self.scorer.advance(f.start_s))  # tracks that ended: scored, crops released
             for r in f.faces:
                 mc = self.micro.crop(f.image, r.face) if self.micro else None
                 self.pending[(f.index, r.face_id)] = (r.crop, mc)
@@ -214,8 +219,10 @@ class Motion:
         self._take(self.scorer.flush())
 
     def _take(self, out) -> None:
+        if not out:
+            return
+        self.scored(out)
         for fid, frame, score in out:
-            self.scores[(frame, fid)] = score
             crop, mc = self.pending.pop((frame, fid), (None, None))
             if crop is not None:
                 self.thumbs.offer(fid, frame, score, crop)
@@ -223,8 +230,9 @@ class Motion:
                 self.apexes.offer(fid, frame, score, mc)
 
     def apex_crop(self, frame: int, fid: int):
-        """The kept micro-model crop nearest to `frame` (within 3 frames) or None."""
-        near = [e for e in self.apexes.kept.get(fid, []) if abs(e[1] - frame) <= 3]
+        """The kept micro-model crop nearest to `frame`, within the kept crops' spacing (APEX_GAP_S,
+        `apexes.gap` frames), or None."""
+        near = [e for e in self.apexes.kept.get(fid, []) if abs(e[1] - frame) <= self.apexes.gap]
         return min(near, key=lambda e: (abs(e[1] - frame), e[1]))[2] if near else None
 
 
@@ -240,6 +248,7 @@ class Rows:
         self.motion: list[float] = []
         self.num: list[np.ndarray] = []   # box 4, det_prob 1, landmarks 10, probs: one float32 vector per row
         self.width = 15 + n_classes
+        self.waiting: dict[tuple[int, int], int] = {}  # (frame, face_id) -> row whose motion score is not known yet
 
     def add(self, frames: list[FrameRecord]) -> None:
         for f in frames:
@@ -253,15 +262,22 @@ class Rows:
                     self.motion.append(math.nan)
                     self.num.append(np.full(self.width, np.nan, np.float32))
                     continue
+                self.waiting[(f.index, r.face_id)] = len(self.motion)
                 self.face_id.append(r.face_id)
                 self.detected.append(1 if r.detected else 0)
-                self.motion.append(r.motion)
+                self.motion.append(math.nan)
                 self.num.append(np.concatenate([np.asarray(r.face.box, np.float64), [r.face.prob],
                                                 np.asarray(r.face.landmarks, np.float64).reshape(-1),
                                                 np.asarray(r.probs, np.float64)]))
 
-    def table(self, video_name: str, classes: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
-        """(frames DataFrame, end time of each row's frame)."""
+    def scored(self, out: list[tuple[int, int, float]]) -> None:
+        """Motion scores as the scorer hands them on: (face_id, frame, score) into their rows."""
+        for fid, frame, score in out:
+            self.motion[self.waiting.pop((frame, fid))] = score
+
+    def table(self, video_name: str, classes: list[str], smooth_s: float) -> tuple[pd.DataFrame, np.ndarray]:
+        """(frames DataFrame, end time of each row's frame); `motion` is the score smoothed per face
+        over smooth_s seconds of real time (what mer.spotting.spot thresholds)."""
         k = len(self.frame)
         m = np.stack(self.num).astype(np.float64) if k else np.zeros((0, self.width))
         box, det, lm, p = m[:, :4], m[:, 4], m[:, 5:15], m[:, 15:]
@@ -280,28 +296,26 @@ class Rows:
         df["top_class"] = pd.array([classes[t] if h else None for t, h in zip(top, has)], dtype="string")
         df["top_prob"] = np.round(np.where(has, np.nan_to_num(p, nan=0).max(1) if k and len(classes) else 0,
                                            np.nan), 6)
-        df["motion"] = np.asarray(self.motion, np.float64)
+        motion = np.asarray(self.motion, np.float64)
+        for _, g in df[df["face_id"].notna()].groupby("face_id", sort=True):
+            motion[g.index] = smooth_time(motion[g.index], g["time_s"].to_numpy(), smooth_s)
+        df["motion"] = np.round(motion, 6)
         df["detected"] = pd.array(self.detected, dtype="Int64")
         return df, np.asarray(self.end, np.float64)
 
 
 class Thumbnails:
-    """Keeps, per face, the 2k crops of highest motion score at least `gap` frames apart (2k crops
-    per face in memory); `pick` takes those nearest the apex of the k strongest intervals (or,
-    without intervals, each face's strongest moment)."""
+    """Keeps, per face, the `keep` (default 2k) crops of highest motion score at least `gap` frames
+    apart; `pick` takes those nearest the apex of the k strongest intervals (or, without
+    intervals, each face's strongest moment)."""
 
-    def __init__(self, k: int, gap: int):
+    def __init__(self, k: int, gap: int, keep: int | None = None):
         self.k, self.gap = max(0, int(k)), max(1, int(gap))
-        self.keep = 2 * self.k
+        self.keep = 2 * self.k if keep is None else max(0, int(keep))
         self.kept: dict[int, list[tuple[float, int, np.ndarray]]] = {}
 
-    def add(self, frames: list[FrameRecord]) -> None:
-        for f in frames:
-            for r in f.faces:
-                self.offer(r.face_id, f.index, r.motion, r.crop)
-
     def offer(self, face_id: int, index: int, score: float, crop: np.ndarray) -> None:
-        if not self.k:
+        if not self.keep:
             return
         score = score if np.isfinite(score) else -1.0
         kept = self.kept.setdefault(face_id, [])
@@ -349,18 +363,15 @@ class Preview:
             self.writer.add(f.image, faces)
 
 
-def spot_intervals(frames: pd.DataFrame, end_s: np.ndarray, classes: list[str], cfg: SpotConfig,
-                   fps: float = 0.0) -> pd.DataFrame:
-    """The spotting stage, once over the finished table: smooths the motion column per face in place
-    (over cfg.smooth_s of real time) and returns the intervals (mer.spotting.INTERVAL_COLUMNS;
-    class and prob are filled by mer.spotting.recognize)."""
+def spot_intervals(frames: pd.DataFrame, end_s: np.ndarray, cfg: SpotConfig) -> pd.DataFrame:
+    """The spotting stage, once over the finished table (not changed): the intervals of each face's
+    `motion` column, taken as smoothed (Rows.table smooths it over cfg.smooth_s), with `end_s` the
+    end time of each row's frame (mer.spotting.INTERVAL_COLUMNS; class, prob and recognized_by
+    are filled by mer.spotting.recognize)."""
     out = []
     for fid, g in frames[frames["face_id"].notna()].groupby("face_id", sort=True):
-        sm = smooth_time(g["motion"].to_numpy(), g["time_s"].to_numpy(), cfg.smooth_s)
-        frames.loc[g.index, "motion"] = sm
-        out += spot(g["frame"].to_numpy(), g["time_s"].to_numpy(), end_s[g.index.to_numpy()], sm, int(fid), cfg,
-                    smoothed=True)
-    frames["motion"] = frames["motion"].round(6)
+        out += spot(g["frame"].to_numpy(), g["time_s"].to_numpy(), end_s[g.index.to_numpy()],
+                    g["motion"].to_numpy(np.float64), int(fid), cfg, smoothed=True)
     return pd.DataFrame(out, columns=INTERVAL_COLUMNS)
 
 
@@ -456,14 +467,16 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
         detect = Detect(predictor.detector_for(s.detector_config()), s.detect_every, info.n_frames)
         track, crop, classify = Track(s.tracker), Crop(predictor), Classify(predictor)
         rows = Rows(len(classes))
-        gap = max(1, round(0.2 * (info.fps or 25)))
+        gap = max(1, round(APEX_GAP_S * (info.fps or 25)))
         thumbs = Thumbnails(s.n_thumbnails, gap)
         micro = micro_predictor if micro_predictor is not None else micro_model_for(predictor)
-        motion = Motion(MotionScorer(s.spotting), thumbs, Thumbnails(200 if micro else 0, gap), micro or None)
+        motion = Motion(MotionScorer(s.spotting), rows.scored, thumbs,
+                        Thumbnails(0, gap, APEX_KEEP if micro else 0), micro or None)
         shown = Preview(preview, classes) if preview is not None else None
 
         def score(frames: list[FrameRecord]) -> None:
-            rows.add(motion(frames))
+            rows.add(frames)
+            motion(frames)
             if shown:
                 shown.add(frames)
 
@@ -486,10 +499,8 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             if not rows.frame:
                 raise VideoError(f"{path.name}: the video has no decodable frames")
             motion.flush()
-            frames_df, end_s = rows.table(name or path.name, classes)
-            frames_df["motion"] = [motion.scores.get((fr, int(fid)), np.nan) if not pd.isna(fid) else np.nan
-                                   for fr, fid in zip(frames_df["frame"], frames_df["face_id"])]
-            intervals = spot_intervals(frames_df, end_s, classes, s.spotting, info.fps)
+            frames_df, end_s = rows.table(name or path.name, classes, s.spotting.smooth_s)
+            intervals = spot_intervals(frames_df, end_s, s.spotting)
             intervals = recognize(intervals, frames_df, classes, motion.apex_crop, micro or None)
             if preview is not None:
                 preview.close()

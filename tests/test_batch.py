@@ -122,7 +122,7 @@ def test_outputs_of_a_full_run(full_run, untrained_checkpoint):
     assert len(two) == 100 and two.groupby("face_id").size().to_dict() == {0: 50, 1: 50}
     iv = pd.read_csv(out / "two_faces.avi.intervals.csv")
     assert list(iv.columns) == ["face_id", "type", "onset_frame", "apex_frame", "offset_frame", "onset_s", "apex_s",
-                                "offset_s", "class", "prob", "score"]
+                                "offset_s", "class", "prob", "score", "recognized_by"]
     micro = iv[iv["type"] == "micro"]
     assert ((micro["offset_s"] - micro["onset_s"] <= 0.5 + 1e-6) & (iv["onset_frame"] <= iv["apex_frame"])).all()
 

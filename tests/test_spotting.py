@@ -268,3 +268,73 @@ def test_training_spot_takes_several_dataset_folders_with_unique_names(tmp_path,
     assert main(["--dataset", "synth", "--dataset-path", str(tmp_path / "a"), str(tmp_path / "c"),
                  "--out", str(tmp_path / "run")]) == 2
     assert "s01_000" in capsys.readouterr().err and not (tmp_path / "run" / "metrics.json").exists()
+
+
+# ------------------------------------------------------------------ ended tracks, ties, purity
+
+def test_ended_tracks_are_scored_and_released_as_the_stream_advances(media, detector):
+    """20 faces one after another, 3 s each (15 fps), through the real motion stage into the rows:
+    the crops held stay bounded by the live tracks (main held all 900 until the end), each ended
+    track's scores come before the stream ends, identical to scoring that track alone and flushing."""
+    import cv2
+    from mer.video import FaceRecord, FrameRecord, Motion, Rows, Thumbnails
+    photo = cv2.cvtColor(cv2.imread(str(media / "single_face.jpg")), cv2.COLOR_BGR2RGB)
+    face = detector.detect([photo])[0][0]
+    fps, n_tracks, per_track = 15.0, 20, 45
+
+    def frame(i):
+        noise = np.random.default_rng(i).integers(-6, 7, photo.shape)
+        return np.clip(photo.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+    cfg = SpotConfig()
+    sc, rows = MotionScorer(cfg), Rows(0)
+    motion = Motion(sc, rows.scored, Thumbnails(6, 3), Thumbnails(0, 3, 0))
+    held, pending, emitted = [], [], {}
+    for i in range(n_tracks * per_track):
+        rec = FaceRecord(i // per_track, face, True, crop=photo[:64, :64], probs=np.zeros(0, np.float32))
+        f = FrameRecord(i, i / fps, (i + 1) / fps, frame(i), faces=[rec])
+        rows.add([f])
+        motion([f])
+        held.append(sc.held)
+        pending.append(len(motion.pending))
+        for fid in {rows.face_id[r] for r in range(len(rows.motion)) if np.isfinite(rows.motion[r])}:
+            emitted.setdefault(fid, i)
+    t_end = (n_tracks * per_track - 1) / fps
+    motion.flush()
+    live = 2 * cfg.window_s * fps                       # the crops one live track keeps
+    assert max(held) <= 2 * live and max(pending) <= 2 * live, (max(held), max(pending))
+    ended = [j for j in range(n_tracks) if (j + 1) * per_track / fps < t_end - sc.span_s]
+    assert len(ended) >= 15 and all(j in emitted for j in ended)   # scored before the stream ended
+    assert not rows.waiting and np.isfinite(rows.motion).all()
+    for j in (0, 7, n_tracks - 1):                      # the same scores as flush() on that track alone
+        ref = MotionScorer(cfg)
+        out = []
+        for i in range(j * per_track, (j + 1) * per_track):
+            out += ref.push(j, i, i / fps, frame(i), face)
+        out += ref.flush()
+        got = [rows.motion[i] for i in range(j * per_track, (j + 1) * per_track)]
+        assert got == [s for _, _, s in sorted(out, key=lambda o: o[1])]
+
+
+def test_padding_ties_go_outwards_on_both_sides():
+    n, fps = 200, 20.0
+    t = np.arange(n) / fps
+    s = 0.05 + 0.001 * np.sin(np.arange(n))
+    s[100:106] = 0.3                                    # core: frames 100..105
+    out = spot(np.arange(n), t, t + 1 / fps, s, 0, SpotConfig(pad_s=0.075, smooth_s=0))
+    assert len(out) == 1
+    # 0.075 s of padding is 1.5 frames: frames 98/99 and 106/107 are equally near; the tie goes outwards
+    assert (out[0]["onset_frame"], out[0]["offset_frame"]) == (98, 107)
+
+
+def test_spot_intervals_leaves_its_input_unchanged():
+    from mer.video import spot_intervals
+    fr, t0, t1, s = _series(seed=4)
+    s[300:309] += 0.1
+    frames = pd.DataFrame({"frame": fr, "time_s": t0, "face_id": pd.array([0] * len(fr), dtype="Int64"),
+                           "motion": smooth_time(s, t0, SpotConfig().smooth_s)})
+    before = frames.copy()
+    iv = spot_intervals(frames, t1, SpotConfig())
+    pd.testing.assert_frame_equal(frames, before)
+    assert len(iv) == 1 and list(iv.columns) == INTERVAL_COLUMNS
+    assert iv.iloc[0]["onset_frame"] <= 300 <= iv.iloc[0]["apex_frame"] <= 309 <= iv.iloc[0]["offset_frame"]

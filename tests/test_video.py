@@ -286,3 +286,36 @@ def test_cuda_gives_the_cpus_numbers(media, default_checkpoint):
     g = frames_agreement(cpu.frames, cuda.frames, cpu.classes)
     assert g["rows"] == g["rows_a"] == int(cuda.frames["face_id"].notna().sum()) > 400, g
     assert g["same_box"] >= 0.99 and g["max_dp_same_box"] <= 1e-3 and g["same_top"] >= 0.99, g
+
+
+def test_micro_apex_crop_is_found_at_120_fps_and_a_missing_one_is_said(media, detector, predictor):
+    """At 120 fps the kept micro-model crops are 24 frames (0.2 s) apart, so a micro interval's apex
+    is often more than 3 frames from the nearest one: it must still be recognised by the micro model
+    (main fell back to the per-frame model, silently); with no kept crop near, the row says so."""
+    import cv2
+    from mer.spotting import INTERVAL_COLUMNS, MotionScorer, recognize
+    from mer.video import APEX_GAP_S, APEX_KEEP, Motion, Thumbnails
+    photo = cv2.cvtColor(cv2.imread(str(media / "single_face.jpg")), cv2.COLOR_BGR2RGB)
+    face = detector.detect([photo])[0][0]
+    fps = 120.0
+    gap = round(APEX_GAP_S * fps)
+    motion = Motion(MotionScorer(), lambda out: None, Thumbnails(6, gap), Thumbnails(0, gap, APEX_KEEP), predictor)
+    for i in range(0, 400):      # raw scores: a 0.3-s bump at frames 230..265, highest at 236 and 260
+        score = 0.3 if i in (236, 260) else 0.2 if 230 <= i <= 265 else 0.01
+        motion.apexes.offer(0, i, score, predictor.crop(photo, face))
+    kept = sorted(e[1] for e in motion.apexes.kept[0])
+    assert 236 in kept and 260 in kept and not any(240 <= k <= 256 for k in kept)
+    n = 600
+    classes = list(predictor.classes)
+    p = np.full((n, len(classes)), 1.0 / len(classes))
+    p[:, 0] += 0.1
+    frames = pd.DataFrame({"face_id": [0] * n, "frame": range(n), **{f"p_{c}": p[:, k] for k, c in enumerate(classes)}})
+    iv = pd.DataFrame([{"face_id": 0, "type": "micro", "onset_frame": 228, "apex_frame": 248, "offset_frame": 268},
+                       {"face_id": 0, "type": "micro", "onset_frame": 560, "apex_frame": 570, "offset_frame": 580},
+                       {"face_id": 0, "type": "macro", "onset_frame": 100, "apex_frame": 150, "offset_frame": 200}],
+                      columns=INTERVAL_COLUMNS).assign(**{"class": "", "recognized_by": ""})
+    out = recognize(iv, frames, classes, motion.apex_crop, predictor)
+    assert motion.apex_crop(248, 0) is not None                    # 12 frames (0.1 s) from a kept crop
+    assert out["recognized_by"].tolist() == ["micro_model", "frame_model: no apex crop", "frame_model"]
+    assert (out["class"] != "").all() and out["prob"].between(0, 1).all()
+    assert recognize(iv, frames, classes)["recognized_by"].tolist()[:2] == ["frame_model: no micro model"] * 2
