@@ -148,12 +148,20 @@ class ClipRenderer:
         return out
 
 
+def render_on_clip(path, clip: Clip, events, seconds: float, crf: int = 23) -> Path:
+    """One video of `seconds` from `clip` (ping-pong) with `events` planted; H.264 at the clip's rate."""
+    from mer.encode import write_h264
+    n = int(round(seconds * clip.fps))
+    r = ClipRenderer(clip, ping_pong(len(clip.frames), n), events, clip.fps)
+    return write_h264((r.frame(i) for i in range(n)), path, clip.fps, crf=crf)
+
+
 def generate_on_clips(out, specs: list[str], cfg, log=print) -> pd.DataFrame:
     """cfg.videos videos, round-robin over the background clips: OUT/videos, truth.csv/.xlsx,
     natural.csv and distractors.csv (empty: nothing is added but the planted expressions)."""
     from mer.report import atomic_write
 
-    from .synth_long import TRUTH_COLUMNS, plan_events, truth_rows, write_truth, write_video
+    from .synth_long import TRUTH_COLUMNS, plan_events, truth_rows, write_truth
     out = Path(out)
     rng = np.random.default_rng(cfg.seed)
     labels = pd.read_csv(NATURAL_LABELS)
@@ -171,8 +179,7 @@ def generate_on_clips(out, specs: list[str], cfg, log=print) -> pd.DataFrame:
         nat = natural_rows(clip, order, name, fps, labels)
         busy = [(r["onset_s"], r["offset_s"]) for r in nat]
         events = plan_events(vcfg, rng, busy)
-        r = ClipRenderer(clip, order, events, fps)
-        write_video(out / "videos" / f"{name}.mp4", (r.frame(i) for i in range(n)), vcfg)
+        render_on_clip(out / "videos" / f"{name}.mp4", clip, events, cfg.seconds, cfg.crf)
         truth += truth_rows(events, subject, name, fps)
         natural += nat
         fw = float(np.median(clip.boxes[:, 2] - clip.boxes[:, 0]))
