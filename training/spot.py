@@ -82,15 +82,10 @@ def analysis(v: LongVideo, predictor, micro, settings, cache: Path):
     """(frames table, info, kept micro-model apex crops) of one video through the shipped
     mer.video.analyze_video (a frame folder through mer.decode's FolderSource at the dataset's
     frame rate), cached in `cache` (a folder named by cache_key)."""
-    from mer.video import Thumbnails, analyze_video
-    table, meta, crops = (cache / f"{v.name}.{x}" for x in ("frames.csv", "info.json", "apex.npz"))
-    if table.is_file() and meta.is_file() and crops.is_file():
-        info = json.loads(meta.read_text())
-        apexes = Thumbnails(0, info["apex_gap"], 1)
-        z = np.load(crops)
-        for fid, fr, sc, cr in zip(z["face_id"], z["frame"], z["score"], z["crop"]):
-            apexes.kept.setdefault(int(fid), []).append((float(sc), int(fr), cr))
-        return pd.read_csv(table), info, apexes
+    from mer.video import analyze_video
+    hit = load_analysis(cache, v.name)
+    if hit is not None:
+        return hit
     t0 = time.time()
     if v.video is not None:
         src, s = v.video, settings
@@ -100,16 +95,35 @@ def analysis(v: LongVideo, predictor, micro, settings, cache: Path):
         if [f.name for f in frame_files(src)] != [f.name for f in v.frames]:
             raise ValueError(f"{v.name}: the frames the sheet indexes are not the folder's images in natural order")
     r = analyze_video(src, predictor, s, name=v.name, micro_predictor=micro or False)
+    save_analysis(r, cache, v.name)
+    log.info("%s: %d frames in %.0f s", v.name, len(r.frames), time.time() - t0)
+    return load_analysis(cache, v.name)
+
+
+def save_analysis(r, cache: Path, name: str) -> None:
+    """A mer.video.VideoResult's frames table, size and kept apex crops, into the cache (atomic)."""
     info = {k: r.info[k] for k in ("width", "height", "fps", "n_frames")}
     info["apex_gap"] = r.apexes.gap
     kept = [(fid, *e) for fid, es in r.apexes.kept.items() for e in es]
-    atomic_write(crops, _npz(face_id=np.array([e[0] for e in kept], np.int64), score=np.array([e[1] for e in kept]),
-                             frame=np.array([e[2] for e in kept], np.int64),
-                             crop=np.stack([e[3] for e in kept]) if kept else np.zeros((0, 1, 1, 3), np.uint8)))
-    write_csv(r.frames, table)
-    atomic_write(meta, json.dumps(info) + "\n")
-    log.info("%s: %d frames in %.0f s", v.name, len(r.frames), time.time() - t0)
-    return r.frames, info, r.apexes
+    atomic_write(cache / f"{name}.apex.npz", _npz(
+        face_id=np.array([e[0] for e in kept], np.int64), score=np.array([e[1] for e in kept], np.float64),
+        frame=np.array([e[2] for e in kept], np.int64),
+        crop=np.stack([e[3] for e in kept]) if kept else np.zeros((0, 1, 1, 3), np.uint8)))
+    write_csv(r.frames, cache / f"{name}.frames.csv")
+    atomic_write(cache / f"{name}.info.json", json.dumps(info) + "\n")  # last: marks the entry complete
+
+
+def load_analysis(cache: Path, name: str):
+    from mer.video import Thumbnails
+    table, meta, crops = (cache / f"{name}.{x}" for x in ("frames.csv", "info.json", "apex.npz"))
+    if not (table.is_file() and meta.is_file() and crops.is_file()):
+        return None
+    info = json.loads(meta.read_text())
+    apexes = Thumbnails(0, info["apex_gap"], 1)
+    with np.load(crops) as z:
+        for fid, fr, sc, cr in zip(z["face_id"], z["frame"], z["score"], z["crop"]):
+            apexes.kept.setdefault(int(fid), []).append((float(sc), int(fr), cr))
+    return pd.read_csv(table), info, apexes
 
 
 def _npz(**arrays) -> bytes:
