@@ -99,3 +99,21 @@ def test_training_spot_cache_is_keyed_by_settings_and_checkpoints(media, tmp_pat
         f.write(bytes([last[0] ^ 1]))
     assert cache_key(s, [ck, None]) != k0
     assert cache_key(VideoSettings(spotting=SpotConfig(c=4.0)), [ck, None]) != cache_key(s, [ck, None])
+
+
+def test_flow_scorer_streams_with_flat_memory_and_releases_ended_tracks():
+    """One score per frame and face; crops held stay 2 x flow_k_s per live track; a track that
+    ends is scored and released as the stream moves on (before flush)."""
+    from mer.spotting import MotionScorer
+    rng = np.random.default_rng(0)
+    sc = MotionScorer(SpotConfig.flow(crop=32))
+    out, held = [], []
+    for i in range(300):
+        fids = [0] + ([1] if i < 100 else [])          # face 1 leaves at frame 100
+        for fid in fids:
+            out += sc.push(fid, i, i / 30, crop=rng.integers(0, 255, (32, 32)).astype(np.uint8))
+        held.append(sc.held)
+    assert 1 not in sc.tracks and sorted(f for fid, f, _ in out if fid == 1) == list(range(100))
+    out += sc.flush()
+    assert sorted(f for fid, f, _ in out if fid == 0) == list(range(300))
+    assert max(held) <= 2 * (2 * 0.3 * 30 + 3) and np.isfinite([s for *_, s in out]).all()
