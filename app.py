@@ -3,7 +3,7 @@
 A thin shell over `mer`: one small builder per tab, handlers that call mer and turn its results
 and its errors into what gradio shows. Image: mer.predict (+ Grad-CAM, thread-safe in
 mer.gradcam) and mer.render. Video: mer.video + mer.report + mer.encode (the batch tool's code
-path). Live: mer.live (webcam stream, state per viewer). Named API endpoints: /predict_image,
+path; what differs from the batch tool's defaults is said in the tab, video_note). Live: mer.live (webcam stream, state per viewer). Named API endpoints: /predict_image,
 /analyze_video, /live_frame, /live_stream (the browser's webcam stream) and /load_checkpoint.
 Settings are environment variables (see AppSettings). The models are loaded once at start-up.
 """
@@ -32,6 +32,7 @@ import plotly.graph_objects as go
 from mer.checkpoint import CheckpointError, ModelCard
 from mer.images import ImageError, read_image
 from mer.live import LiveConfig, LiveSession
+from mer.memory import limit_arenas, release_memory
 from mer.predict import Predictor
 from mer.render import draw_predictions
 
@@ -118,6 +119,8 @@ def user_errors(what: str):
             except Exception as e:
                 log.exception("%s failed", what)
                 msg = f"{what} failed unexpectedly ({type(e).__name__}: {scrub_paths(str(e))[:200]})"
+            finally:
+                release_memory()  # freed buffers back to the system: flat memory under load
             raise gr.Error(msg, print_exception=False)
         return wrapped
     return deco
@@ -154,45 +157,55 @@ def path_image(**kw) -> gr.Image:
 
 # ---------------------------------------------------------------- presentation helpers
 
-def _scores(d: dict):
-    """A card's top-level scores (per-class breakdowns stay in the card)."""
+# A card's metric keys in words ({v}: the value); keys not listed are shown with spaces for "_".
+METRIC_WORDS = {
+    "uf1": "UF1 (unweighted F1) {v}", "uar": "UAR (unweighted average recall) {v}", "acc": "accuracy {v}",
+    "folds": "{v} folds", "n_test_samples": "{v} test samples", "n_test_clips": "{v} test clips",
+    "unit": "scored per {v}",
+    "authors_reported_test_accuracy": "test accuracy {v}, as reported by the original authors",
+}
+# ... and those that check a converted model against its original (not a score on data)
+PORT_WORDS = {"port_max_abs_dprob_vs_keras": "probabilities within {v} of the original Keras model",
+              "port_reference_inputs": "on {v} reference inputs"}
+
+
+def _scores(d: dict, words: dict, others: bool = True):
+    """A card's top-level metrics in words (per-class breakdowns stay in the card)."""
     for k, v in (d or {}).items():
-        if isinstance(v, float):
-            yield f"{k} {v:.3g}"
-        elif isinstance(v, (int, str)) and not isinstance(v, bool):
-            yield f"{k} {v}"
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)) or (k not in words and not others):
+            continue
+        shown = f"{v:.3g}" if isinstance(v, float) else str(v)
+        yield words.get(k, k.replace("_", " ") + " {v}").format(v=shown)
 
 
 def model_markdown(role: str, name: str, card: ModelCard) -> str:
-    """What the model is, what it was trained on, what was measured: read from its card."""
+    """What the model is, what it was trained on, what was measured: read from its card, in words."""
     h, w = card.input_size
-    measured = ", ".join(list(_scores(card.metrics))[:10])
+    metrics = {k: v for k, v in (card.metrics or {}).items() if k not in PORT_WORDS}
+    measured = ", ".join(list(_scores(metrics, METRIC_WORDS))[:10])
     if measured and card.protocol:
         measured += f" (protocol: {card.protocol})"
+    port = " ".join(_scores(card.metrics, PORT_WORDS, others=False))
     return (f"**{role}:** `{name}` — {card.arch}, {card.input_mode} {h}×{w} face crops → "
             f"{len(card.classes)} classes ({', '.join(card.classes)})  \n"
             f"**Trained on:** {card.trained_on}  \n"
-            f"**Measured:** {measured or 'nothing reported in its card'}")
+            f"**Measured:** {measured or 'nothing reported in its card'}"
+            + (f"  \n**Conversion check:** {port}" if port else ""))
 
 
 def frame_banner(m: Model, own: bool = False) -> str:
     return model_markdown("Per-frame model" + (" (your session only)" if own else ""), m.name, m.predictor.card)
 
 
-def micro_banner(m: Model | None) -> str:
+def micro_banner(m: Model | None, error: str | None = None) -> str:
+    if error:
+        return (f"**Micro-expression model: could not be loaded** ({scrub_paths(error)}). Videos are refused "
+                "until it is fixed; MER_MICRO_CHECKPOINT=none runs without one (spotted micro intervals are "
+                "then classified by the per-frame model).")
     if m is None:
-        return "**Micro-expression model:** none installed (spotted micro intervals are classified by the per-frame model)"
+        return ("**Micro-expression model:** none (MER_MICRO_CHECKPOINT=none): spotted micro intervals are "
+                "classified by the per-frame model")
     return model_markdown("Micro-expression model (classifies spotted micro intervals)", m.name, m.predictor.card)
-
-
-def bar_figure(preds, classes) -> go.Figure:
-    fig = go.Figure()
-    for i, p in enumerate(preds):
-        fig.add_trace(go.Bar(x=list(classes), y=[p.probs[c] for c in classes], name=f"face #{i}"))
-    fig.update_layout(barmode="group", yaxis=dict(range=[0, 1], title="probability"), height=320,
-                      margin=dict(l=40, r=10, t=30, b=30), template="plotly_white",
-                      title="no faces" if not preds else "class probabilities per face")
-    return fig
 
 
 def faces_table(preds, classes) -> pd.DataFrame:
@@ -210,9 +223,12 @@ def _shrink(img: np.ndarray, side: int) -> np.ndarray:
 
 
 class Workdir:
-    """Per-request output folders under one temp root; old ones pruned, the root removed at exit."""
+    """Per-request output folders under one temp root, the root removed at exit. gradio copies what
+    a handler returns into its own cache (gr.Blocks delete_cache) as the handler returns, so a
+    folder is only needed for a moment: folders older than max_age_s are removed on the next
+    request (bounded disk and no growth over a long run)."""
 
-    def __init__(self, max_age_s: float = 3600):
+    def __init__(self, max_age_s: float = 600):
         self.root = Path(tempfile.mkdtemp(prefix="mer-app-"))
         self.max_age_s = max_age_s
         atexit.register(shutil.rmtree, self.root, True)
@@ -220,16 +236,37 @@ class Workdir:
     def new(self) -> Path:
         now = time.time()
         for d in self.root.iterdir():
-            if now - d.stat().st_mtime > self.max_age_s:
-                shutil.rmtree(d, ignore_errors=True)
+            try:
+                if now - d.stat().st_mtime > self.max_age_s:
+                    shutil.rmtree(d, ignore_errors=True)
+            except FileNotFoundError:  # removed by a concurrent request
+                pass
         return Path(tempfile.mkdtemp(dir=self.root))
+
+    def image(self, img: np.ndarray, name: str = "faces.jpg") -> str:
+        """An RGB image written as a JPEG to a new per-request folder, atomically (a temporary name,
+        then renamed): the path handed to gradio is complete and no other request writes it.
+        (Returning the array instead makes gradio write it to a path named by the hash of its
+        bytes, truncating and rewriting that file while it may be served for an identical
+        result of another request: that visitor got an empty picture.)"""
+        import cv2
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            raise RuntimeError("the annotated image could not be encoded")
+        dst = self.new() / name
+        tmp = dst.with_name(f".{name}.part")
+        tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, dst)
+        return str(dst)
 
 
 # ---------------------------------------------------------------- handlers (each a call into mer)
 
 class Workbench:
-    def __init__(self, model: Model, settings: AppSettings, micro: Model | None = None):
+    def __init__(self, model: Model, settings: AppSettings, micro: Model | None = None,
+                 micro_error: str | None = None):
         self.model, self.micro, self.settings = model, micro, settings
+        self.micro_error = micro_error  # the micro model was asked for but could not be loaded
         self.work = Workdir()
         self.live_config = LiveConfig()
 
@@ -247,13 +284,15 @@ class Workbench:
             raise Refused(f"Cannot use this image: {e}") from None
         preds = m.predictor.predict(img, gradcam=bool(gradcam))
         classes = m.predictor.classes
-        shown = _shrink(draw_predictions(img, preds, gradcam=bool(gradcam)), self.settings.max_display_side)
+        shown = self.work.image(_shrink(draw_predictions(img, preds, gradcam=bool(gradcam)),
+                                        self.settings.max_display_side))
         msg = (f"**{len(preds)} face{'s' if len(preds) != 1 else ''}** found ({img.shape[1]}×{img.shape[0]} px)"
                if preds else f"**No face found** in this {img.shape[1]}×{img.shape[0]} image "
                              "(faces smaller than about 20 px or turned away are not detected).")
         result = {"checkpoint": m.name, "classes": classes, "n_faces": len(preds), "width": img.shape[1],
                   "height": img.shape[0], "faces": [p.to_dict() for p in preds]}
-        return shown, msg, bar_figure(preds, classes), faces_table(preds, classes), result
+        from mer.report import au_bars_figure
+        return shown, msg, au_bars_figure(preds, classes), faces_table(preds, classes), result
 
     def toggle_cam(self, image, gradcam: bool, session: Model | None):
         """The Grad-CAM checkbox re-runs the prediction when there is an image."""
@@ -264,11 +303,14 @@ class Workbench:
     @user_errors("Video analysis")
     def analyze_video(self, video, session: Model | None, progress=gr.Progress()):
         from mer.encode import PreviewWriter
-        from mer.report import timeline_figure, write_csv
+        from mer.report import au_heatmap_figure, timeline_figure, write_csv
         from mer.video import VideoError, analyze_video
         s = self.settings
         if video is None:
             raise Refused("No video: upload a clip first.")
+        if self.micro_error:
+            raise Refused(f"Videos cannot be analysed: the micro-expression model could not be loaded "
+                          f"({self.micro_error}); the server's operator can fix it or set MER_MICRO_CHECKPOINT=none.")
         m, path = self.current(session), Path(video)
         mb = path.stat().st_size / 2**20
         if mb > s.max_video_mb:
@@ -285,7 +327,8 @@ class Workbench:
             raise Refused(f"Cannot analyse this clip: {limits_named(str(e), s)}") from None
         progress(1.0, desc="writing the CSV")
         csv = write_csv(res.frames, out / f"{path.stem}.frames.csv")
-        return video_summary(res.info, m.name), str(preview.path), timeline_figure(res), res.intervals, str(csv)
+        return (video_summary(res.info, m.name), str(preview.path), timeline_figure(res), res.intervals, str(csv),
+                au_heatmap_figure(res))
 
     @user_errors("Live analysis")
     def live_frame(self, frame, live: LiveSession | None, session: Model | None):
@@ -298,7 +341,7 @@ class Workbench:
             out = live.step(frame, m.predictor)
         except ImageError as e:
             raise Refused(f"Cannot use this frame: {e}") from None
-        return out.image, {"checkpoint": m.name, **out.to_dict()}, live
+        return self.work.image(out.image, "live.jpg"), {"checkpoint": m.name, **out.to_dict()}, live
 
     @user_errors("Loading the checkpoint")
     def load_checkpoint(self, weights, card_file):
@@ -328,6 +371,18 @@ class Workbench:
 
     def reset_model(self):
         return None, frame_banner(self.model)
+
+
+def video_note(s: AppSettings) -> str:
+    """How this tab's analysis relates to the batch tool's: the same pipeline, models and CSV
+    columns; the one setting that can differ is how often faces are detected."""
+    if s.detect_every == 1:
+        return ("The batch tool's analysis and CSV (`python -m batch`, same settings: faces detected on "
+                "every frame).")
+    return (f"The batch tool's pipeline, models and CSV columns, with one difference: faces are detected on "
+            f"1 frame in {s.detect_every} and tracked in between (MER_DETECT_EVERY={s.detect_every}, for a "
+            f"faster answer), where `python -m batch` detects on every frame by default; "
+            f"`python -m batch --detect-every {s.detect_every}` gives this tab's CSV.")
 
 
 def limits_named(msg: str, s: AppSettings) -> str:
@@ -368,7 +423,7 @@ def image_tab(wb: Workbench, session: gr.State) -> None:
             with gr.Column(scale=1):
                 img_out = gr.Image(label="Faces", type="numpy", format="jpeg", elem_id="image-output")
                 msg = gr.Markdown(elem_id="image-message")
-        plot = gr.Plot(label="Class probabilities per face", elem_id="image-plot")
+        plot = gr.Plot(label="Class probabilities and AU proxies per face", elem_id="image-plot")
         table = gr.Dataframe(label="Per-face results", interactive=False)
         js = gr.JSON(label="JSON")
         ex = sorted(EXAMPLES.glob("*.jpg"))
@@ -383,7 +438,7 @@ def video_tab(wb: Workbench, session: gr.State) -> None:
     s = wb.settings
     with gr.Tab("Video", id="video"):
         gr.Markdown(f"Clips up to {s.max_video_mb:g} MB, {s.max_video_s:g} s and {s.max_video_side} px on the "
-                    "longer side. Same analysis and CSV as the batch tool (`python -m batch`).")
+                    f"longer side. {video_note(s)}", elem_id="video-note")
         with gr.Row():
             with gr.Column(scale=1):
                 vid_in = quiet(gr.Video(sources=["upload"], label="Clip", elem_id="video-input"))
@@ -392,12 +447,15 @@ def video_tab(wb: Workbench, session: gr.State) -> None:
                 vid_out = gr.Video(label="Annotated preview (H.264)", elem_id="video-output")
         msg = gr.Markdown(elem_id="video-message")
         plot = gr.Plot(label="Timeline per face (spotted intervals by type and class)", elem_id="video-plot")
+        au_plot = gr.Plot(label="AU proxies over time (spotted intervals and their AUs marked)", elem_id="video-aus")
+        au_fig = gr.State(None)  # the AU heat map travels through a state: the API's outputs stay as they were
         iv = gr.Dataframe(label="Spotted intervals", interactive=False, elem_id="video-intervals")
         csv = gr.File(label="Per-frame CSV")
         exv = sorted(EXAMPLES.glob("*.mp4"))
         if exv:
             gr.Examples([[str(p)] for p in exv], [vid_in])
-        btn.click(wb.analyze_video, [vid_in, session], [msg, vid_out, plot, iv, csv], api_name="analyze_video")
+        btn.click(wb.analyze_video, [vid_in, session], [msg, vid_out, plot, iv, csv, au_fig],
+                  api_name="analyze_video").then(lambda f: f, au_fig, au_plot, api_name=False)
 
 
 def live_tab(wb: Workbench, session: gr.State) -> None:
@@ -436,15 +494,16 @@ def model_tab(wb: Workbench, session: gr.State, banner: gr.Markdown) -> None:
         reset.click(wb.reset_model, None, [session, banner], api_name=False)
 
 
-def build_app(model: Model, settings: AppSettings, micro: Model | None = None) -> gr.Blocks:
-    wb = Workbench(model, settings, micro)
+def build_app(model: Model, settings: AppSettings, micro: Model | None = None,
+              micro_error: str | None = None) -> gr.Blocks:
+    wb = Workbench(model, settings, micro, micro_error)
     with gr.Blocks(title="MER workbench", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         session = gr.State(None, time_to_live=3600)  # an uploaded model lives 1 h without use
         gr.Markdown("# MER workbench: micro-expression recognition demo\n"
                     "Not a clinical, forensic or lie-detection tool.")
         with gr.Row(equal_height=False):
             banner = gr.Markdown(frame_banner(model), elem_id="model-card")
-            gr.Markdown(micro_banner(micro), elem_id="micro-model-card")
+            gr.Markdown(micro_banner(micro, micro_error), elem_id="micro-model-card")
         with gr.Tabs():
             image_tab(wb, session)
             video_tab(wb, session)
@@ -453,37 +512,40 @@ def build_app(model: Model, settings: AppSettings, micro: Model | None = None) -
     return demo
 
 
-def load_models(s: AppSettings) -> tuple[Model, Model | None]:
-    """The per-frame model (MER_CHECKPOINT or the shipped default) and the micro-expression model
-    (MER_MICRO_CHECKPOINT or the shipped one, when mer ships one)."""
+def load_models(s: AppSettings) -> tuple[Model, Model | None, str | None]:
+    """The per-frame model (MER_CHECKPOINT or the shipped default; one that cannot be loaded stops
+    start-up) and the micro-expression model (MER_MICRO_CHECKPOINT or the shipped one;
+    MER_MICRO_CHECKPOINT=none: none, by choice). A micro model that cannot be loaded is not
+    replaced silently: its reason is returned third, shown in the banner and given for each video
+    (the image and live tabs keep working)."""
+    from mer.predict import micro_checkpoint
     predictor = Predictor(s.checkpoint, device=s.device)
     predictor.detector  # build MTCNN now, not on the first request
-    micro_path = s.micro_checkpoint
-    if micro_path is None:
-        try:
-            from mer.predict import micro_checkpoint
-            micro_path = micro_checkpoint()
-        except (ImportError, CheckpointError):
-            micro_path = None
-    micro = None
-    if micro_path is not None:
-        mp = Predictor(micro_path, device=predictor.device, detector=predictor.detector)
-        micro = Model(mp, Path(mp.checkpoint).name)
-    return Model(predictor, Path(predictor.checkpoint).name), micro
+    model = Model(predictor, Path(predictor.checkpoint).name)
+    if (s.micro_checkpoint or "").strip().lower() == "none":
+        return model, None, None
+    try:
+        mp = Predictor(s.micro_checkpoint or micro_checkpoint(), device=predictor.device,
+                       detector=predictor.detector)
+    except CheckpointError as e:
+        log.error("the micro-expression model could not be loaded: %s", e)
+        return model, None, str(e)
+    return model, Model(mp, Path(mp.checkpoint).name), None
 
 
 def main() -> None:
     import signal
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so atexit clean-up runs on `kill`
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_arenas(2)  # before gradio's worker threads start: one malloc arena each would hold GBs
     s = AppSettings()
     t0 = time.perf_counter()
     try:
-        model, micro = load_models(s)
+        model, micro, micro_error = load_models(s)
     except CheckpointError as e:
         sys.exit(f"app.py: cannot load the model: {e}\n(set MER_CHECKPOINT / MER_MICRO_CHECKPOINT to a "
                  ".safetensors checkpoint)")
-    demo = build_app(model, s, micro)
+    demo = build_app(model, s, micro, micro_error)
     demo.queue(max_size=s.queue_size, default_concurrency_limit=s.concurrency)
     log.info("model %s%s on %s loaded in %.1f s", model.name, f" + {micro.name}" if micro else "",
              model.predictor.device, time.perf_counter() - t0)

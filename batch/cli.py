@@ -7,14 +7,21 @@ import sys
 import time
 from pathlib import Path
 
+from mer.files import VIDEO_EXTS  # these import the standard library only: usage errors answer at once
+
+from .runner import MAX_VIDEOS_PER_WORKER, STARTUP_LIMIT_S
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXTS = ", ".join(sorted(e.lstrip(".") for e in VIDEO_EXTS))
 
 EPILOG = """\
 outputs (per video, mirroring the input tree): NAME.frames.csv, NAME.intervals.csv, NAME.html;
-OUT_DIR/index.html, OUT_DIR/summary.csv, OUT_DIR/manifest.json, OUT_DIR/plotly.min.js.
-Re-running the same command skips videos already done with the same settings and checkpoint
-(weights and card). Videos run on --workers persistent worker processes; a worker that crashes,
-times out or passes --max-memory-per-worker is replaced and only its video fails.
+OUT_DIR/index.html (failed and partial videos first, sortable and filterable, a folder overview),
+OUT_DIR/summary.csv, OUT_DIR/manifest.json, OUT_DIR/plotly.min.js.
+Re-running the same command skips videos already done with the same settings, checkpoint and
+micro checkpoint (weights and cards) and the same code of `mer`. Videos run on --workers persistent
+worker processes; a worker that crashes, times out or passes --max-memory-per-worker is replaced
+and only its video fails; a worker is replaced after --max-videos-per-worker videos.
 
 exit codes:
   0  every video succeeded (now or in an earlier run); a partially decodable video counts as
@@ -29,21 +36,34 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description="Annotate a folder of videos: per-frame emotion timelines, "
                                              "spotted micro-expression intervals, Plotly reports.")
-    ap.add_argument("input_dir", type=Path, help="folder searched recursively for mp4/mov/avi/mkv/webm")
+    ap.add_argument("input_dir", type=Path, help=f"folder searched recursively for videos ({EXTS})")
     ap.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     ap.add_argument("--checkpoint", type=Path, default=None,
                     help="model checkpoint (.safetensors); default: the shipped mer/weights/fer2013_mini_xception.safetensors")
+    ap.add_argument("--micro-checkpoint", type=Path, default=None,
+                    help="micro-expression model that classifies spotted micro intervals; default: the shipped "
+                         "mer/weights/micro_synth.safetensors (synthetic training data)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--detect-every", type=int, default=1, metavar="N",
                     help="run face detection every N frames, track in between (default 1)")
     ap.add_argument("--detect-max-side", type=int, default=320, metavar="PX",
                     help="downscale frames to this longer side for detection (default 320; 0 = full size)")
+    ap.add_argument("--no-aus", action="store_true",
+                    help="skip the face mesh: no bs_*/yaw/pitch/roll/au* columns, no interval AUs")
+    ap.add_argument("--landmarks", action="store_true",
+                    help="also write NAME.landmarks.npz (478 face-mesh landmarks per face and frame)")
     ap.add_argument("--workers", type=int, default=1, metavar="N", help="videos processed at once (default 1)")
     ap.add_argument("--timeout-per-video", type=float, default=3600.0, metavar="S",
                     help="kill and fail a video S seconds after its analysis started (default 3600; 0 = no limit)")
     ap.add_argument("--max-memory-per-worker", type=float, default=0.0, metavar="MB",
                     help="kill a worker whose resident memory passes MB while it analyses a video and "
                          "fail that video (default 0 = no limit; local engine)")
+    ap.add_argument("--max-videos-per-worker", type=int, default=MAX_VIDEOS_PER_WORKER, metavar="N",
+                    help=f"replace a worker by a fresh one after N videos, against slow leaks in native "
+                         f"libraries (default {MAX_VIDEOS_PER_WORKER}; 0 = never; local engine)")
+    ap.add_argument("--startup-timeout", type=float, default=STARTUP_LIMIT_S, metavar="S",
+                    help=f"fail a worker (and its video) that has not loaded the model S seconds after it was "
+                         f"started (default {STARTUP_LIMIT_S:g}; local engine)")
     ap.add_argument("--retry-failed", action="store_true", help="retry videos that failed in an earlier run")
     ap.add_argument("--engine", default="local", choices=["local", "ray"], help="local processes (default) or Ray")
     ap.add_argument("--address", default=None, help="Ray cluster address (auto or HOST:PORT; engine ray)")
@@ -87,15 +107,18 @@ def main(argv=None) -> int:
     if not inp.is_dir():
         return usage_error(f"input folder {inp} does not exist or is not a folder")
     for name, v, lo in (("--detect-every", args.detect_every, 1), ("--workers", args.workers, 1),
-                        ("--detect-max-side", args.detect_max_side, 0)):
+                        ("--detect-max-side", args.detect_max_side, 0),
+                        ("--max-videos-per-worker", args.max_videos_per_worker, 0)):
         if v < lo:
             return usage_error(f"{name} must be at least {lo}, got {v}")
     if min(args.timeout_per_video, args.gpus_per_video, args.max_memory_per_worker) < 0:
         return usage_error("--timeout-per-video, --gpus-per-video and --max-memory-per-worker must not be negative")
-    if args.checkpoint is not None:
-        problem = checkpoint_problem(args.checkpoint)
+    if not args.startup_timeout > 0:
+        return usage_error(f"--startup-timeout must be more than 0, got {args.startup_timeout:g}")
+    for flag, path in (("--checkpoint", args.checkpoint), ("--micro-checkpoint", args.micro_checkpoint)):
+        problem = checkpoint_problem(path) if path is not None else None
         if problem:
-            return usage_error(problem)
+            return usage_error(f"{flag}: {problem}" if flag != "--checkpoint" else problem)
     out = args.out
     if out.exists() and not out.is_dir():
         return usage_error(f"--out {out} exists and is not a folder")
@@ -104,7 +127,7 @@ def main(argv=None) -> int:
     from .runner import WORKER_ENV, WorkerPool, find_videos
     videos = find_videos(inp, out)
     if not videos:  # nothing is created
-        return usage_error(f"no videos (mp4, mov, avi, mkv, webm) found under {inp}")
+        return usage_error(f"no videos ({EXTS}) found under {inp}")
     try:
         manifest = Manifest.load(out / "manifest.json")
     except (OSError, ValueError) as e:
@@ -124,9 +147,11 @@ def main(argv=None) -> int:
 def _run(args, inp: Path, out: Path, videos: list[str], manifest, pool) -> int:
     from .manifest import file_sha256, settings_hash
     from .runner import Job, precheck, record, summary_row
-    job = Job(checkpoint=str(args.checkpoint or ""), device=args.device, settings=video_settings(args),
+    job = Job(checkpoint=str(args.checkpoint or ""), device=args.device, settings=settings_from_args(args),
               settings_hash="", threads=1 if args.address else max(1, (os.cpu_count() or 1) // args.workers),
-              timeout=args.timeout_per_video or None, max_memory_mb=args.max_memory_per_worker or None)
+              timeout=args.timeout_per_video or None, max_memory_mb=args.max_memory_per_worker or None,
+              micro_checkpoint=str(args.micro_checkpoint or ""), startup_limit=args.startup_timeout,
+              max_videos=args.max_videos_per_worker)
     if pool:  # the first worker loads and validates the model (the driver itself never imports torch)
         info = pool.handshake(out, job)
     else:
@@ -134,8 +159,11 @@ def _run(args, inp: Path, out: Path, videos: list[str], manifest, pool) -> int:
     if "error" in info:  # CheckpointError, a card that does not fit, no CUDA, ...
         return usage_error(info["error"])
     job.device, job.checkpoint, job.settings = info["device"], info["checkpoint"], info["settings"]
-    job.settings_hash = settings_hash(job.settings, file_sha256(job.checkpoint), job.device, info["card"])
-    job.extra = {"card": info["card"]}
+    job.micro_checkpoint = info["micro_checkpoint"]  # "" when none is installed
+    job.settings_hash = settings_hash(job.settings, file_sha256(job.checkpoint), job.device, info["card"],
+                                      file_sha256(job.micro_checkpoint) if job.micro_checkpoint else "",
+                                      info["micro_card"])
+    job.extra = {"card": info["card"], "micro_card": info["micro_card"]}
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -187,9 +215,11 @@ def _run(args, inp: Path, out: Path, videos: list[str], manifest, pool) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def video_settings(args) -> dict:
-    """The CLI's video settings (mer.video.VideoSettings fields; the worker fills in the defaults)."""
-    return {"detect_every": args.detect_every, "detect_max_side": args.detect_max_side or None}
+def settings_from_args(args) -> dict:
+    """The VideoSettings fields the command line sets, as a dict (the worker builds the
+    mer.video.VideoSettings from it, defaults filled in: batch.runner.video_settings)."""
+    return {"detect_every": args.detect_every, "detect_max_side": args.detect_max_side or None,
+            "aus": not args.no_aus, "landmarks": args.landmarks}
 
 
 def describe_here(args, job) -> dict:

@@ -16,12 +16,16 @@ from mer.provenance import code_hash, file_sha256  # noqa: F401  (file_sha256: t
 VERSION = 1
 
 
-def settings_hash(settings: dict, checkpoint_sha256: str, device: str, card: str = "") -> str:
+def settings_hash(settings: dict, checkpoint_sha256: str, device: str, card: str = "",
+                  micro_sha256: str = "", micro_card: str = "") -> str:
     """Hash of everything that changes a video's outputs: settings, the weights' SHA-256, the model
-    card in effect (classes, mean/std, input size...), device, and the hash of `mer`'s code (a changed
-    decoder, detector or scorer redoes every video; `mer.__version__` alone does not change)."""
+    card in effect (classes, mean/std, input size...), the same two of the micro-expression model
+    that classifies spotted micro intervals ("" when none is installed), device, and the hash of
+    `mer`'s code (a changed decoder, detector or scorer redoes every video; `mer.__version__` alone
+    does not change)."""
     blob = json.dumps({"settings": settings, "checkpoint": checkpoint_sha256, "card": card, "device": device,
-                       "mer": code_hash(), "manifest": VERSION}, sort_keys=True, default=str)
+                       "micro": [micro_sha256, micro_card], "mer": code_hash(), "manifest": VERSION},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -47,7 +51,7 @@ class Manifest:
         text = json.dumps({"version": VERSION, "videos": self.videos}, indent=1, sort_keys=True, ensure_ascii=False)
         # a surrogate (a non-UTF-8 byte of a file name) can only sit inside a JSON string, where
         # backslashreplace writes it as the JSON escape \udcXX, which json.loads reads back exactly
-        from mer.report import atomic_write
+        from mer.files import atomic_write
         atomic_write(self.path, (text + "\n").encode("utf-8", "backslashreplace"))
 
     def needs_run(self, rel: str, h: str, out_dir: Path, retry_failed: bool) -> bool:

@@ -6,9 +6,9 @@ outputs, manifest, resume and exit codes as the local engine.
 - The driver alone writes the manifest; actors write the per-video reports (atomically) straight
   into OUT_DIR, which must be on storage every node sees at the same path (as must INPUT_DIR and
   this project, importable on every node).
-- The checkpoint's weights and its model card (the one the driver validated) go into the object
-  store once; each actor writes the pair into a temp folder on its node and loads the Predictor
-  once, then analyses one video at a time. There are as many actors as task slots (`--workers`
+- The checkpoint's weights and its model card (the one the driver validated), and those of the
+  micro-expression model, go into the object store once; each actor writes each pair into a temp
+  folder on its node and loads the Predictors once, then analyses one video at a time. There are as many actors as task slots (`--workers`
   for a local instance; the cluster's CPUs, or GPUs / --gpus-per-video, with --address).
 - A video is handed to an idle, loaded actor, so `--timeout-per-video` counts from the video's
   start: queued videos never time out. A video over the limit has its actor killed and replaced.
@@ -35,13 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def materialize(blob: dict) -> Path:
-    """Weights + card from the object store as a checkpoint pair in this node's temp folder
-    (written once per node into a fresh folder, then renamed into place: never half a pair)."""
+    """Weights + card ({"weights": bytes, "card": str}) from the object store as a checkpoint pair in
+    this node's temp folder (written once per node into a fresh folder, then renamed into place:
+    never half a pair)."""
     key = hashlib.sha256(blob["weights"] + blob["card"].encode()).hexdigest()[:16]
     folder = Path(tempfile.gettempdir()) / f"mer-ray-{key}"
     path = folder / "model.safetensors"
     if not path.is_file():
-        from mer.report import atomic_write
+        from mer.files import atomic_write
         tmp = Path(tempfile.mkdtemp(prefix=f".mer-ray-{key}.", dir=folder.parent))
         atomic_write(tmp / "model.safetensors", blob["weights"])
         atomic_write(tmp / "model.json", blob["card"] + "\n")
@@ -59,7 +60,8 @@ class VideoWorker:
 
     def __init__(self, job: Job, blob: dict):
         self.job = job
-        self.predictor = load_predictor(job, str(materialize(blob)))
+        micro = str(materialize(blob["micro"])) if blob["micro"] else None
+        self.predictor = load_predictor(job, str(materialize(blob["model"])), micro)
 
     def ready(self) -> bool:
         return True
@@ -104,7 +106,9 @@ def run_ray(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str], 
     try:
         Worker = ray.remote(VideoWorker).options(num_cpus=1, num_gpus=gpus_per_video, max_restarts=0,
                                                  max_task_retries=0)
-        blob = ray.put({"weights": Path(job.checkpoint).read_bytes(), "card": job.extra["card"]})
+        blob = ray.put({"model": {"weights": Path(job.checkpoint).read_bytes(), "card": job.extra["card"]},
+                        "micro": {"weights": Path(job.micro_checkpoint).read_bytes(), "card": job.extra["micro_card"]}
+                        if job.micro_checkpoint else None})
         queue, attempts = deque(todo), Counter()
         starting: dict = {}   # ready ref -> actor (loading the model)
         idle: list = []

@@ -1,11 +1,15 @@
 """The local engine: a few persistent (spawned) worker processes, each taking video after video.
 
 A worker starts once (imports, models) and then analyses one video at a time for the driver. A
-decoder segfault, a hang past --timeout-per-video (counted from that video's start) or a resident
-memory over --max-memory-per-worker ends that worker only: the driver kills it, records its video
-as failed with the reason, and starts a fresh worker for the next video. Workers die with the
-driver (PR_SET_PDEATHSIG), so `kill -9` of the driver leaves nothing running; temporary files of an
-interrupted run are removed at the start of the next one.
+decoder segfault, a hang past --timeout-per-video or a resident memory over --max-memory-per-worker
+ends that worker only: the driver kills it, records its video as failed with the reason, and starts
+a fresh worker for the next video. Every deadline counts from its own start: a worker must have
+loaded the model within --startup-timeout of being started, a video must finish within
+--timeout-per-video of being handed to a loaded worker (however long that worker has lived).
+After --max-videos-per-worker videos a worker is retired (told to exit once its last video is
+recorded) and a fresh one takes the next video: a second line of defence against slow leaks in
+native libraries. Workers die with the driver (PR_SET_PDEATHSIG), so `kill -9` of the driver
+leaves nothing running; temporary files of an interrupted run are removed at the start of the next.
 """
 from __future__ import annotations
 
@@ -22,12 +26,14 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from urllib.parse import quote
 
+from mer.files import VIDEO_EXTS
+
 from .manifest import Manifest
 
-VIDEO_EXTS = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
 OUTPUT_SUFFIXES = {"frames": ".frames.csv", "intervals": ".intervals.csv", "html": ".html"}
 COMPLETE = ("done", "partial")  # statuses whose outputs are there (partial: what decoded, with the reason)
-STARTUP_LIMIT_S = 600.0         # a fresh worker must be ready (imports, models) within this
+STARTUP_LIMIT_S = 600.0         # default: a fresh worker must be ready (imports, models) within this
+MAX_VIDEOS_PER_WORKER = 100     # default: a worker is replaced after this many videos (0 = never)
 # The workers' environment (set by the CLI before they start, inherited):
 # - few malloc arenas: freed frame buffers go back instead of piling up in per-thread arenas;
 # - a bounded oneDNN primitive cache: MTCNN's later stages see a new batch shape on most chunks, so
@@ -45,6 +51,9 @@ class Job:
     threads: int = 1
     timeout: float | None = None
     max_memory_mb: float | None = None  # resident memory cap of a worker while it analyses a video
+    micro_checkpoint: str = ""          # the micro-expression model ("": the shipped one, if installed)
+    startup_limit: float = STARTUP_LIMIT_S  # seconds from a worker's start to its model loaded
+    max_videos: int = MAX_VIDEOS_PER_WORKER  # videos per worker before it is replaced (0 = never)
     extra: dict = field(default_factory=dict)
 
 
@@ -100,16 +109,6 @@ def record(manifest: Manifest, rel: str, job: Job, status: str, payload, secs: f
     return "failed"
 
 
-def _die_with_parent(parent: int) -> None:
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-    if os.getppid() != parent:  # the driver died before the line above ran
-        os._exit(1)
-
-
 def _partial_reason(info: dict) -> str:
     p = info.get("partial")
     if not p:
@@ -117,22 +116,32 @@ def _partial_reason(info: dict) -> str:
     return p if isinstance(p, str) else str(info.get("partial_reason") or "only part of the video could be decoded")
 
 
-def load_predictor(job: Job, checkpoint: str | None = None):
-    """The worker's one Predictor (torch threads and exact CUDA math set first)."""
+def load_predictor(job: Job, checkpoint: str | None = None, micro_checkpoint: str | None = None):
+    """The worker's one Predictor (torch threads and exact CUDA math set first), with its
+    micro-expression Predictor as `.micro` (None when no micro model is installed: micro intervals
+    are then classified by the per-frame model). A micro checkpoint that fails to load is an error
+    here, never a silent fallback."""
     import torch
-    from mer.predict import Predictor
+    from mer.predict import MICRO_CHECKPOINT, Predictor
     torch.set_num_threads(max(1, job.threads))
     torch.backends.cudnn.allow_tf32 = False        # the same numbers on CUDA as on CPU (no TF32)
     torch.backends.cuda.matmul.allow_tf32 = False
-    return Predictor(checkpoint or job.checkpoint, device=job.device)
+    predictor = Predictor(checkpoint or job.checkpoint, device=job.device)
+    micro = micro_checkpoint or job.micro_checkpoint or (MICRO_CHECKPOINT if MICRO_CHECKPOINT.is_file() else None)
+    predictor.micro = Predictor(micro, device=predictor.device) if micro else None
+    return predictor
 
 
 def describe(job: Job, predictor) -> dict:
-    """What a loaded worker runs, for the driver's settings hash: the device and checkpoint as
-    resolved, the model card, every video setting (the job's, defaults filled in)."""
+    """What a loaded worker runs, for the driver's settings hash: the device, the checkpoint and the
+    micro-expression checkpoint as resolved with their model cards, every video setting (the job's,
+    defaults filled in)."""
     from dataclasses import asdict
+    micro = predictor.micro
     return {"device": str(predictor.device), "checkpoint": str(Path(predictor.checkpoint).resolve()),
-            "card": predictor.card.to_json(), "settings": asdict(video_settings(job))}
+            "card": predictor.card.to_json(), "settings": asdict(video_settings(job)),
+            "micro_checkpoint": str(Path(micro.checkpoint).resolve()) if micro else "",
+            "micro_card": micro.card.to_json() if micro else ""}
 
 
 def video_settings(job: Job):
@@ -160,15 +169,19 @@ def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, pre
         if progress:
             progress(done, total)
     with _decodable_path(video) as path:
-        res = analyze_video(path, predictor, settings, progress=each_chunk, name=name)
+        res = analyze_video(path, predictor, settings, progress=each_chunk, name=name,
+                            micro_predictor=(predictor.micro or False) if hasattr(predictor, "micro") else None)
     res.path = display_name(str(video))  # the report's title must be writable text
     out = Path(out_dir)
     target = out / rel
     js = os.path.relpath(out / report.PLOTLY_JS, target.parent)
     report.write_video_report(res, target.parent, target.name, plotlyjs=Path(js).as_posix())
     i = res.info
+    top = res.frames["top_class"].dropna()
+    shares = {c: round(float((top == c).mean()), 4) for c in res.classes} if len(top) else {}
     return {"duration_s": i["duration_s"], "frames": i["n_frames"], "fps": i["fps"], "faces": i["n_faces"],
-            "dominant_class": i["dominant_class"], "intervals": i["n_intervals"], "partial": _partial_reason(i)}
+            "dominant_class": i["dominant_class"], "intervals": i["n_intervals"], "class_shares": shares,
+            "partial": _partial_reason(i)}
 
 
 def release_memory() -> None:
@@ -216,7 +229,8 @@ def _worker(conn, parent: int) -> None:
     ("ready", {"error": reason}); then ("run", video, rel) -> ("start",), ("progress", d, t)...,
     ("done", summary) | ("failed", reason); None ends it, at once (os._exit: every output is
     written and closed by then, and tearing down torch's modules would only cost the driver's wait)."""
-    _die_with_parent(parent)
+    from mer.decode import die_with_parent
+    die_with_parent(parent)
     try:  # the heavy imports, before the job is known
         import mer.predict  # noqa: F401
         import mer.report  # noqa: F401
@@ -357,13 +371,41 @@ class _Slot:
         child.close()
         self.spawned = time.monotonic()
         self.job: Job | None = None        # the job it was given (init)
+        self.loaded = False                # it said "ready" (model loaded)
         self.rel: str | None = None
+        self.sent: float | None = None     # when its current video was handed to it
         self.started: float | None = None  # when its current video started (worker's "start")
+        self.videos = 0                    # videos it has finished (done or failed)
 
     def init(self, out_dir: Path, job: Job) -> "_Slot":
         self.conn.send(("init", str(out_dir), job))
         self.job = job
         return self
+
+    def give(self, input_dir: Path, rel: str) -> None:
+        self.rel, self.sent, self.started = rel, time.monotonic(), None
+        self.conn.send(("run", str(input_dir / rel), rel))
+
+    def overdue(self, now: float, job: Job) -> str | None:
+        """Why this slot's worker must be killed now (its video, if any, fails with that reason), or
+        None. Each limit counts from its own start: loading from the worker's start, a video from
+        the moment it was handed to a loaded worker (not from when that worker was started)."""
+        if not self.loaded:
+            if now - self.spawned > job.startup_limit:
+                return f"worker did not start within {job.startup_limit:g} s (worker killed)"
+        elif self.rel is not None:
+            if job.timeout and now - (self.started or self.sent) > job.timeout:
+                return f"timed out after {job.timeout:g} s (worker killed)"
+            if job.max_memory_mb and self.started and rss_mb(self.proc.pid) > job.max_memory_mb:
+                return f"over the memory limit of {job.max_memory_mb:g} MB (worker killed)"
+        return None
+
+    def retire(self) -> None:
+        """Ask the worker to exit (it has no video): it leaves at once, all its outputs written."""
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -390,12 +432,13 @@ class WorkerPool:
         for slot in self.slots:
             slot.init(out_dir, job)
         first = self.slots[0]
-        if not first.conn.poll(STARTUP_LIMIT_S):
-            return {"error": f"the worker did not load the model within {STARTUP_LIMIT_S:g} s"}
+        if not first.conn.poll(job.startup_limit):
+            return {"error": f"the worker did not load the model within {job.startup_limit:g} s"}
         msg = _receive(first.conn)
         if msg is None:
             first.proc.join(5)
             return {"error": f"the worker could not start: {_death_reason(first.proc.exitcode)}"}
+        first.loaded = True
         return msg[1]
 
     def close(self) -> None:
@@ -408,7 +451,7 @@ def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str]
               job: Job, workers: int, on_done=None, pool: WorkerPool | None = None) -> None:
     """Run the `todo` videos on `workers` persistent workers (those of `pool`, already importing,
     if given), updating the manifest as each ends (then calling on_done(), e.g. to refresh
-    index.html)."""
+    index.html). A worker that has finished job.max_videos videos is retired and replaced."""
     pool = pool or WorkerPool(0)
     ctx = pool.ctx
     queue = deque(todo)
@@ -417,17 +460,23 @@ def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str]
     for slot in pool.slots[len(todo):]:  # more workers than videos
         slot.kill()
     pool.slots = []
+    retired: list[_Slot] = []  # told to exit; reaped as they go
 
     def end(slot: _Slot, status: str, payload, replace: bool) -> None:
         rel = slot.rel
-        secs = round(time.monotonic() - (slot.started or slot.spawned), 2)
+        secs = round(time.monotonic() - (slot.started or slot.sent or slot.spawned), 2)
         stored = record(manifest, rel, job, status, payload, secs)
         progress.finished(slot, rel, stored, payload if stored == "failed" else manifest.videos[rel].get("reason", ""),
                           secs)
-        slot.rel, slot.started = None, None
+        slot.rel, slot.sent, slot.started = None, None, None
+        slot.videos += 1
         if replace:
             slot.kill()
             slots.remove(slot)
+        elif job.max_videos and slot.videos >= job.max_videos:  # recycled: a fresh worker takes the next one
+            slot.retire()
+            slots.remove(slot)
+            retired.append(slot)
         if on_done:
             on_done()
 
@@ -438,12 +487,15 @@ def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str]
                 slots.append(_Slot(ctx).init(out_dir, job))
             for slot in slots:
                 if slot.rel is None and queue:
-                    slot.rel = queue.popleft()
-                    manifest.set(slot.rel, status="pending", hash=job.settings_hash)
-                    slot.conn.send(("run", str(input_dir / slot.rel), slot.rel))
+                    rel = queue.popleft()
+                    manifest.set(rel, status="pending", hash=job.settings_hash)
+                    slot.give(input_dir, rel)
             if first and on_done:  # index.html lists every video as soon as the first ones run
                 on_done()
             first = False
+            for slot in [s for s in retired if not s.proc.is_alive()]:
+                slot.kill()  # reaps it
+                retired.remove(slot)
             by_conn = {s.conn: s for s in slots}
             for conn in wait(list(by_conn), timeout=0.5):
                 slot = by_conn[conn]
@@ -458,7 +510,9 @@ def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str]
                         slots.remove(slot)
                     continue
                 if msg[0] == "ready":  # a worker loaded the model (any video sent is waiting in its pipe)
-                    pass
+                    slot.loaded = True
+                    if slot.sent:  # its video's clock starts now, not while the worker was loading
+                        slot.sent = time.monotonic()
                 elif msg[0] == "start":
                     slot.started = time.monotonic()
                     progress.started(slot, slot.rel)
@@ -468,22 +522,17 @@ def run_local(input_dir: Path, out_dir: Path, videos: list[str], todo: list[str]
                     end(slot, msg[0], msg[1], replace=False)
             now = time.monotonic()
             for slot in list(slots):
-                if slot.rel is None:
-                    continue
-                if slot.started is None and now - slot.spawned > STARTUP_LIMIT_S:
-                    end(slot, "failed", f"worker did not start within {STARTUP_LIMIT_S:g} s (worker killed)", True)
-                elif slot.started and job.timeout and now - slot.started > job.timeout:
-                    end(slot, "failed", f"timed out after {job.timeout:g} s (worker killed)", True)
-                elif job.max_memory_mb and slot.started and rss_mb(slot.proc.pid) > job.max_memory_mb:
-                    end(slot, "failed", f"over the memory limit of {job.max_memory_mb:g} MB (worker killed)", True)
+                reason = slot.overdue(now, job)
+                if reason and slot.rel:
+                    end(slot, "failed", reason, replace=True)
+                elif reason:  # never loaded and had no video yet
+                    slot.kill()
+                    slots.remove(slot)
         for slot in slots:  # no more videos: let the workers exit
-            try:
-                slot.conn.send(None)
-            except OSError:
-                pass
-        for slot in slots:
+            slot.retire()
+        for slot in slots + retired:
             slot.proc.join(10)
     finally:
-        for slot in slots:
+        for slot in slots + retired:
             slot.kill()
         progress.close()

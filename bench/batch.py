@@ -14,11 +14,14 @@ The issue's three targets, each a ratio of two whole measurements taken in this 
   frames per second of the whole process: target >= 2.
 - peak memory (ru_maxrss of a fresh process set up as a batch worker) of a 10-minute vs a
   10-second generated clip: target <= 1.2.
+- face mesh + AU proxies (VideoSettings.aus, on by default): the full pipeline's fps with them
+  on vs off on the first clip: target >= 0.75; and the mesh nets' crops/s.
 - where CUDA is available: the whole `python -m batch` on 3 copies of WolfgangLanger_Pexels.mp4
   with --device cuda vs --device cpu on the same machine: target >= 8.
 
 On the real 472-frame WolfgangLanger clip (../shared/media) and a generated 640x360 clip it prints:
-decode-only fps, decode + face detection fps (downscaled, as the pipeline does it), the full
+decode-only fps (the pipeline's decode path, mer.decode.open_source: decord's index, OpenCV's
+frames), decode + face detection fps (downscaled, as the pipeline does it), the full
 pipeline fps (mer.video.analyze_video: decode, detect, track, classify, motion, spotting), and a
 naive baseline measured in the same run: full-size MTCNN on one frame at a time plus per-face
 classification (what the `fer` package's Video.analyze does). Targets: full / (decode + detection)
@@ -54,23 +57,26 @@ def predictor_for(checkpoint: str | None, device: str, tmp: Path):
 
 
 def decode_only(path, chunk) -> float:
-    from mer.video import open_video
-    t = time.perf_counter()
-    vr = open_video(path)
-    n = len(vr)
-    for s in range(0, n, chunk):
-        vr.get_batch(list(range(s, min(n, s + chunk)))).asnumpy()
+    """The pipeline's own decode path (mer.decode.open_source: decord's index, OpenCV's frames, in
+    this process as the batch workers run it), nothing else."""
+    from mer.decode import open_source
+    t, n = time.perf_counter(), 0
+    with open_source(path, chunk) as src:
+        for c in src.chunks():
+            n += len(c.index)
     return n / (time.perf_counter() - t)
 
 
 def decode_detect(path, detector, every: int, chunk) -> float:
-    from mer.video import open_video
-    t = time.perf_counter()
-    vr = open_video(path)
-    n = len(vr)
-    for s in range(0, n, chunk):
-        idx = [i for i in range(s, min(n, s + chunk)) if i % every == 0 or i == n - 1]
-        detector.detect(vr.get_batch(idx).asnumpy())
+    """The same decode, plus MTCNN on every `every`-th frame (and the last), as mer.video.Detect."""
+    from mer.decode import open_source
+    t, n = time.perf_counter(), 0
+    with open_source(path, chunk) as src:
+        last = src.info.n_frames - 1
+        for c in src.chunks():
+            keep = [k for k, i in enumerate(c.index) if i % every == 0 or i == last]
+            detector.detect(c.frames[keep])
+            n += len(c.index)
     return n / (time.perf_counter() - t)
 
 
@@ -226,6 +232,38 @@ def device_ratio(tmp: Path, clip: Path, checkpoint, every, repeat, copies: int =
     print(f"  cuda / cpu = {cpu / cuda:.2f}  (target >= 8)")
 
 
+def aus_ratio(clip: Path, p, settings, repeat: int) -> None:
+    """Whole analyze_video fps with the face mesh + AU proxies on vs off (alternated, best of each;
+    target on/off >= 0.75), and the mesh + blendshape nets alone in crops/s (batches of 32)."""
+    import dataclasses
+    import torch
+    from mer.faces import FaceDetector
+    from mer.images import read_image
+    on, off = [], []
+    for _ in range(repeat):
+        off.append(full(clip, p, dataclasses.replace(settings, aus=False)))
+        on.append(full(clip, p, dataclasses.replace(settings, aus=True)))
+    print(f"\nAU proxies ({clip.name}): full pipeline {max(off):.1f} fps without, {max(on):.1f} fps with "
+          f"the face mesh; with / without = {max(on) / max(off):.2f}  (target >= 0.75)")
+    lmk = p.landmarker
+    img = read_image(MEDIA / "single_face.jpg")
+    face = FaceDetector(device="cpu").detect([img])[0][0]
+    imgs, faces = [img] * 32, [face] * 32
+    lmk.run(imgs[:4], faces[:4])  # warm-up
+    t = time.perf_counter()
+    for _ in range(2):
+        lmk.run(imgs, faces)
+    rate = 64 / (time.perf_counter() - t)
+    x = torch.rand(32, 3, 256, 256, device=lmk.device)
+    with torch.inference_mode():
+        lmk.model.mesh(x)
+        t = time.perf_counter()
+        lmk.model.mesh(x)
+        net = 32 / (time.perf_counter() - t)
+    print(f"  mesh + blendshapes + pose per face crop (crop, nets, projection): {rate:.1f} crops/s; "
+          f"mesh net alone {net:.1f} crops/s on {lmk.device} ({torch.get_num_threads()} threads)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
@@ -238,6 +276,7 @@ def main() -> None:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-fps", action="store_true", help="skip the per-stage fps table")
     ap.add_argument("--skip-startup", action="store_true")
+    ap.add_argument("--skip-aus", action="store_true", help="skip the AU on/off comparison")
     ap.add_argument("--skip-fer", action="store_true")
     ap.add_argument("--skip-devices", action="store_true", help="skip cpu vs cuda (run only where CUDA is)")
     ap.add_argument("--repeat", type=int, default=2, help="alternated repetitions of the whole-command runs")
@@ -285,6 +324,8 @@ def main() -> None:
             print(f"  naive full-size per frame{r['naive']:8.1f} fps (fer-style baseline, same run)")
             print(f"  full / (decode+detect) = {r['full'] / r['detect']:.2f}  (target >= 0.60)")
             print(f"  full / naive           = {r['full'] / r['naive']:.2f}  (target >= 2)")
+    if not args.skip_aus and clips:
+        aus_ratio(clips[0][1], p, settings, args.repeat)
     if not args.skip_startup and photo.is_file():
         startup_ratio(tmp, photo, args.checkpoint, dev, args.detect_every, args.repeat)
     if not args.skip_fer and wolf.is_file():

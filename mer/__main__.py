@@ -12,8 +12,9 @@ import re
 import sys
 from pathlib import Path
 
+from .files import VIDEO_EXTS
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".wmv", ".flv", ".mpg", ".mpeg", ".3gp"}
 
 EPILOG = """\
 A FOLDER argument predicts every image in it (not its subfolders), in sorted name order, one
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "labels to OUT.png (for a FOLDER: into the folder OUT; missing folders are created)")
     p.add_argument("--json", action="store_true", help="one JSON object per face (for a FOLDER: one "
                    "JSON object per image, with its faces or its error)")
+    p.add_argument("--no-aus", action="store_true", help="skip the face mesh: no blendshapes, AU proxies "
+                   "or head pose (on by default; JSON keys blendshapes, aus, pose)")
     p.add_argument("--device", type=device_name, default="auto",
                    help="auto | cpu | cuda | cuda:N | mps (default: auto, or $MER_DEVICE)")
     p.add_argument("--min-prob", type=probability, default=None, metavar="P",
@@ -147,7 +150,7 @@ def write_gradcam(img, faces, out: Path) -> str | None:
     import io
     from PIL import Image
     from .render import draw_predictions
-    from .report import atomic_write
+    from .files import atomic_write
     buf = io.BytesIO()
     try:
         fmt = Image.registered_extensions()[out.suffix.lower()]
@@ -161,8 +164,13 @@ def write_gradcam(img, faces, out: Path) -> str | None:
 
 def face_line(i: int, fp) -> str:
     x1, y1, x2, y2 = fp.face.box
-    return (f"face {i}: {fp.top_class} {fp.top_prob:.2f}  box ({x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f})"
+    line = (f"face {i}: {fp.top_class} {fp.top_prob:.2f}  box ({x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f})"
             f"  detection {fp.face.prob:.2f}")
+    if fp.mesh is not None:
+        from .aus import top_aus
+        top = ", ".join(f"AU{int(n[2:])} {v:.2f}" for n, v in top_aus(fp.aus))
+        line += f"  AU proxies: {top or 'none >= 0.2'}  yaw/pitch/roll {'/'.join(f'{v:.0f}' for v in fp.mesh.pose)}"
+    return line
 
 
 ANALYSIS_ERRORS = (RuntimeError, ValueError, MemoryError)  # from detection or the model, per image
@@ -186,7 +194,7 @@ def predict_command(args) -> int:
     from .predict import Predictor
     try:
         cfg = DetectorConfig() if args.min_prob is None else DetectorConfig(min_prob=args.min_prob)
-        pred = Predictor(args.checkpoint, device=args.device, detector=cfg)
+        pred = Predictor(args.checkpoint, device=args.device, detector=cfg, aus=not args.no_aus)
     except (CheckpointError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

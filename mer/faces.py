@@ -10,7 +10,10 @@ on mixed batches, facenet-pytorch #224), nor does a frame too small for MTCNN (a
 NMS) with one change: the R-Net and O-Net stages crop and resize all candidate boxes of a batch in
 one batched gather from a summed-area table of the frames, instead of one `interpolate` call per
 box. The resize is the same area average (`interpolate(mode="area")` = adaptive average pooling,
-whose bins are computed exactly here), so the boxes are the same (tests/test_core_faces.py).
+whose bins are computed exactly here). On the CPU the nets run channels-last (_memory_format).
+Against facenet-pytorch's own detect_face and nets, the faces found are the same and differ by
+float rounding only: boxes and landmarks within 1e-3 px, probabilities within 1e-5
+(tests/test_core_faces.py; measured on the shared photos and clip frames: 6e-5 px, 1.2e-4 px, 4e-7).
 """
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ class FaceDetector:
         from facenet_pytorch import MTCNN  # weights ship inside the facenet-pytorch wheel
         self.config = config or DetectorConfig()
         self.device = resolve_device(device)
+        exact_cuda(self.device)
         m = MTCNN(keep_all=True, device=self.device)
         self._nets = tuple(net.to(memory_format=_memory_format(self.device)) for net in (m.pnet, m.rnet, m.onet))
 
@@ -147,7 +151,8 @@ def _stage_input(sat, inds, boxes, w, h, size):
 def _memory_format(device) -> torch.memory_format:
     """Channels-last on the CPU: oneDNN's convolutions and PyTorch's max-pooling run 1.5-5x faster
     on MTCNN's small-channel layers than in NCHW (bench/batch.py); the numbers differ by float
-    rounding only (boxes within 1e-3 px). CUDA keeps PyTorch's default."""
+    rounding only (boxes and landmarks within 1e-3 px of upstream's, see the module docstring).
+    CUDA keeps PyTorch's default."""
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
 
 
@@ -176,7 +181,7 @@ def detect_faces(frames: np.ndarray, minsize: int, nets, thresholds, factor: flo
         minl *= factor
     if n == 0 or not scales:
         return empty
-    with torch.inference_mode(), exact_cuda(device):
+    with torch.inference_mode():  # (CUDA flags: exact_cuda, set when the detector was built)
         u8 = torch.from_numpy(np.array(frames, np.uint8)).to(device).permute(0, 3, 1, 2)
         imgs = u8.float().contiguous()  # NCHW: the pyramid's area resize is 2x faster than on the NHWC view
         fmt = _memory_format(device)
@@ -232,13 +237,19 @@ def detect_faces(frames: np.ndarray, minsize: int, nets, thresholds, factor: flo
     return [(boxes[image_inds == i].reshape(-1, 5), points[image_inds == i].reshape(-1, 5, 2)) for i in range(n)]
 
 
-def exact_cuda(device):
-    """No TF32 in cuDNN convolutions (PyTorch's default on Ampere+): with it, boxes, landmarks and
-    so the aligned crops drift from the CPU's and near-threshold candidates flip."""
-    import contextlib
+def exact_cuda(device) -> None:
+    """On CUDA: no TF32 in cuDNN convolutions and matmuls (PyTorch's default on Ampere+; with it,
+    boxes, landmarks and so the aligned crops drift from the CPU's and near-threshold candidates
+    flip) and deterministic cuDNN kernels without autotuning. Set process-wide when a detector or
+    predictor is built on CUDA, and never set back: these are global flags, and a per-call
+    context (torch.backends.cudnn.flags) restores them on exit, so under concurrent requests
+    one call switched TF32 back on while another was running. Nothing on the CPU."""
     if torch.device(device).type != "cuda":
-        return contextlib.nullcontext()
-    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
+        return
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def align_matrix(face: Face, size: int | tuple[int, int] = 128, margin: float = 0.15) -> np.ndarray:

@@ -54,8 +54,16 @@ class LiveFace:
     rolling: float                # mean motion over the last window_s seconds
 
     def to_dict(self) -> dict:
-        return {"face_id": self.face_id, **self.prediction.to_dict(), "motion": round(self.motion, 6),
-                "motion_rolling": round(self.rolling, 6)}
+        d = {"face_id": self.face_id, **self.prediction.to_dict(), "motion": round(self.motion, 6),
+             "motion_rolling": round(self.rolling, 6)}
+        if getattr(self.prediction, "mesh", None) is not None:
+            d["top_aus"] = {f"AU{int(n[2:])}": round(v, 3) for n, v in self.top_aus()}
+        return d
+
+    def top_aus(self, k: int = 3) -> list[tuple[str, float]]:
+        """The face's strongest AU proxies (mer.aus.top_aus), empty without a mesh."""
+        from .aus import top_aus
+        return top_aus(self.prediction.aus, k) if getattr(self.prediction, "mesh", None) is not None else []
 
 
 @dataclass
@@ -134,16 +142,8 @@ class LiveSession:
 
 
 def draw_live(img: np.ndarray, faces: list[LiveFace]) -> np.ndarray:
-    """Boxes and class labels (mer.render), then each face's id and rolling motion under its box."""
-    out = draw_predictions(img, [f.prediction for f in faces])
-    h, w = out.shape[:2]
-    thick = max(1, round(max(h, w) / 400))
-    scale = max(0.4, thick * 0.45)
-    for f in faces:
-        x1, _, _, y2 = (int(round(v)) for v in f.prediction.face.box)
-        text = f"id {f.face_id} motion {f.rolling:.3f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        y = min(h - 2, y2 + th + 6)
-        cv2.rectangle(out, (x1, y - th - 4), (x1 + tw + 4, y + 2), (255, 255, 255), -1)
-        cv2.putText(out, text, (x1 + 2, y - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 160), thick, cv2.LINE_AA)
-    return out
+    """Boxes and class labels (mer.render.draw_faces), each face's id, rolling motion and top AU
+    proxies under its box."""
+    return draw_predictions(img, [f.prediction for f in faces],
+                            notes=[f"id {f.face_id} motion {f.rolling:.3f}" + "".join(
+                                f" AU{int(n[2:])} {v:.2f}" for n, v in f.top_aus()) for f in faces])

@@ -30,10 +30,21 @@ class FacePrediction:
     crop: np.ndarray                   # the aligned crop the model saw (RGB uint8)
     heatmap: np.ndarray | None = None  # Grad-CAM at crop size, [0, 1]
     margin: float = 0.15               # the crop's padding (align_crop), to map heatmaps back
+    mesh: "MeshResult | None" = None   # face mesh, blendshapes, head pose (mer.landmarker); None: AUs off
+
+    @property
+    def aus(self) -> dict[str, float]:
+        """AU proxies (mer.aus) from the blendshapes; empty without a mesh."""
+        from .aus import aus_from_blendshapes
+        return aus_from_blendshapes(self.mesh.blendshapes) if self.mesh is not None else {}
 
     def to_dict(self) -> dict:
-        return {**self.face.to_dict(), "probs": {k: round(v, 6) for k, v in self.probs.items()},
-                "top_class": self.top_class, "top_prob": round(self.top_prob, 6)}
+        d = {**self.face.to_dict(), "probs": {k: round(v, 6) for k, v in self.probs.items()},
+             "top_class": self.top_class, "top_prob": round(self.top_prob, 6)}
+        if self.mesh is not None:
+            d.update(blendshapes=self.mesh.blendshape_dict(), aus={k: round(v, 4) for k, v in self.aus.items()},
+                     pose=self.mesh.pose_dict())
+        return d
 
 
 def crops_to_input(crops: list[np.ndarray], input_mode: str, size: tuple[int, int],
@@ -69,8 +80,11 @@ def micro_checkpoint() -> Path:
 class Predictor:
     def __init__(self, checkpoint: str | Path | None = None, device: str = "auto",
                  detector: FaceDetector | DetectorConfig | None = None, batch_size: int = 64,
-                 margin: float | None = None, *, _loaded: tuple[torch.nn.Module, ModelCard] | None = None):
+                 margin: float | None = None, aus: bool = True, *,
+                 _loaded: tuple[torch.nn.Module, ModelCard] | None = None):
         self.device = resolve_device(device)
+        self.aus = aus  # face mesh + blendshapes + AU proxies per face (mer.landmarker), built on first use
+        exact_cuda(self.device)  # process-wide, once: the same probabilities as on the CPU
         if _loaded is None:
             self.checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
             self.model, self.card = load_checkpoint(self.checkpoint, device=self.device)
@@ -90,7 +104,7 @@ class Predictor:
     @classmethod
     def from_model(cls, model: torch.nn.Module, card: ModelCard, device: str = "auto", **kwargs) -> "Predictor":
         """An in-memory model and its card (training's evaluation): the same preprocessing and softmax."""
-        return cls(device=device, _loaded=(model, card), **kwargs)
+        return cls(device=device, _loaded=(model, card), **{"aus": False, **kwargs})
 
     def detector_for(self, cfg: DetectorConfig) -> FaceDetector:
         """One MTCNN per detection setting on this predictor's device, built on first use and shared
@@ -106,6 +120,17 @@ class Predictor:
         if self._detector is None:  # built on first use: training evaluation never needs it
             self._detector = FaceDetector(self._detector_config, device=self.device)
         return self._detector
+
+    @property
+    def landmarker(self):
+        """The face mesh + blendshape model (mer.landmarker.Landmarker) on this predictor's device, or
+        None when AUs are off or its checkpoint is not installed."""
+        if not self.aus:
+            return None
+        if "_landmarker" not in self.__dict__:
+            from .landmarker import DEFAULT_LANDMARKER, Landmarker
+            self._landmarker = Landmarker(device=self.device) if DEFAULT_LANDMARKER.is_file() else None
+        return self._landmarker
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -134,14 +159,13 @@ class Predictor:
         probs = []
         for s in range(0, len(x), self.batch_size):
             xb = x[s:s + self.batch_size].to(self.device)
-            with exact_cuda(self.device):  # no TF32 on CUDA: the same probabilities as on the CPU
-                if gradcam:
-                    with GradCAM(self.model) as cam:
-                        hm, logits = cam(xb)
-                    heatmaps.append(hm)
-                else:
-                    with torch.inference_mode():
-                        logits = self.model(xb)
+            if gradcam:  # (no TF32 on CUDA: exact_cuda, set when the predictor was built)
+                with GradCAM(self.model) as cam:
+                    hm, logits = cam(xb)
+                heatmaps.append(hm)
+            else:
+                with torch.inference_mode():
+                    logits = self.model(xb)
             probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())  # the one softmax
         n = len(self.classes)
         p = np.concatenate(probs) if probs else np.zeros((0, n), np.float32)
@@ -161,12 +185,14 @@ class Predictor:
                 crops.append(self.crop(img, f))
                 where.append((i, f))
         probs, heat = self.classify(crops, gradcam)
+        lmk = self.landmarker if where else None
+        meshes = lmk.run([images[i] for i, _ in where], [f for _, f in where]) if lmk else [None] * len(where)
         out: list[list[FacePrediction]] = [[] for _ in images]
         for k, ((i, f), p) in enumerate(zip(where, probs)):
             top = int(p.argmax())
             out[i].append(FacePrediction(f, {c: float(v) for c, v in zip(self.classes, p)},
                                          self.classes[top], float(p[top]), crops[k],
-                                         None if heat is None else heat[k], self.margin))
+                                         None if heat is None else heat[k], self.margin, meshes[k]))
         return out
 
     def predict(self, image, gradcam: bool = False) -> list[FacePrediction]:

@@ -1,4 +1,5 @@
-"""Draw predictions on frames: boxes, labels, Grad-CAM overlays mapped back onto the face.
+"""Draw faces on frames: boxes, labels, Grad-CAM overlays mapped back onto the face. draw_faces is
+the one box drawer (the image tab, the video preview in mer.encode, the live view in mer.live).
 
 Labels never overlap each other: `layout_labels` places each one just above its face box (or
 below it, or inside it) and slides it clear of the labels already placed.
@@ -76,11 +77,40 @@ def label_sizes(texts, image_shape) -> list[tuple[int, int]]:
     return out
 
 
-def draw_predictions(image: np.ndarray, preds, gradcam: bool = False, margin: float = 0.15) -> np.ndarray:
-    """RGB uint8 image + FacePredictions -> annotated copy (heatmaps warped back onto each face)."""
+GREEN, AMBER = (0, 255, 0), (255, 200, 0)  # a detected face; one interpolated between detections
+
+
+def draw_faces(image: np.ndarray, boxes, labels: list[str], colors=None, notes=None) -> np.ndarray:
+    """The one place faces are drawn (image tab, video preview, live view): draws, in place on the
+    RGB uint8 `image`, each box (x1, y1, x2, y2) in its color (default GREEN) with its label on a
+    background of that color (placed by layout_labels: no two overlap) and, when given, a note
+    under the box (dark red on white). Returns the image."""
+    colors = colors or [GREEN] * len(labels)
+    scale, thick = label_style(image.shape)
+    for box, color in zip(boxes, colors):
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box[:4])
+        cv2.rectangle(image, (x1, y1), (x2, y2), color, thick)
+    rects = layout_labels(boxes, label_sizes(labels, image.shape), image.shape)
+    for text, color, (lx1, ly1, lx2, ly2) in zip(labels, colors, rects):
+        (_, th), base = cv2.getTextSize(text, FONT, scale, thick)
+        cv2.rectangle(image, (lx1, ly1), (lx2 - 1, ly2 - 1), color, -1)
+        cv2.putText(image, text, (lx1 + 2, ly2 - 2 - base), FONT, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    h = image.shape[0]
+    for box, text in zip(boxes, notes or []):
+        x1, y2 = int(round(float(box[0]))), int(round(float(box[3])))
+        (tw, th), _ = cv2.getTextSize(text, FONT, scale, thick)
+        y = min(h - 2, y2 + th + 6)
+        cv2.rectangle(image, (x1, y - th - 4), (x1 + tw + 4, y + 2), (255, 255, 255), -1)
+        cv2.putText(image, text, (x1 + 2, y - 2), FONT, scale, (0, 0, 160), thick, cv2.LINE_AA)
+    return image
+
+
+def draw_predictions(image: np.ndarray, preds, gradcam: bool = False, margin: float = 0.15,
+                     notes=None) -> np.ndarray:
+    """RGB uint8 image + FacePredictions -> annotated copy (heatmaps warped back onto each face),
+    drawn by draw_faces with label_text labels."""
     out = image.copy()
     h, w = out.shape[:2]
-    scale, thick = label_style(out.shape)
     if gradcam:
         from .faces import align_matrix
         from .gradcam import overlay
@@ -93,13 +123,5 @@ def draw_predictions(image: np.ndarray, preds, gradcam: bool = False, margin: fl
             mask = cv2.warpAffine(np.ones_like(p.heatmap, np.float32), inv, (w, h)) > 0.5
             blended = overlay(out, hm)
             out[mask] = blended[mask]
-    for p in preds:
-        x1, y1, x2, y2 = (int(round(v)) for v in p.face.box)
-        cv2.rectangle(out, (x1, y1), (x2, y2), (0, 255, 0), thick)
-    texts = [label_text(i, p) for i, p in enumerate(preds)]
-    rects = layout_labels([p.face.box for p in preds], label_sizes(texts, out.shape), out.shape)
-    for text, (lx1, ly1, lx2, ly2) in zip(texts, rects):
-        (_, th), base = cv2.getTextSize(text, FONT, scale, thick)
-        cv2.rectangle(out, (lx1, ly1), (lx2 - 1, ly2 - 1), (0, 255, 0), -1)
-        cv2.putText(out, text, (lx1 + 2, ly2 - 2 - base), FONT, scale, (0, 0, 0), thick, cv2.LINE_AA)
-    return out
+    return draw_faces(out, [p.face.box for p in preds], [label_text(i, p) for i, p in enumerate(preds)],
+                      notes=notes)

@@ -15,6 +15,8 @@ per face and the per-row table):
     track     stable face ids (mer.tracking), faces interpolated between keyframes
     crop      aligned face crop per face (Predictor.crop)
     classify  class probabilities for all crops of a chunk in one batch
+    mesh      face mesh, 52 blendshapes, head pose, AU proxies for all faces of a chunk in one batch
+              (mer.landmarker.MeshStage; VideoSettings.aus, on by default)
     rows      the per-row table (each face row's motion cell waits for its score) and
               (optionally) annotated preview frames
     motion    a per-face motion score: mer.spotting.MotionScorer (streaming; a frame's score is
@@ -43,6 +45,8 @@ from .decode import FrameChunk, VideoError, check_file, clean_error, diagnose, o
 from .faces import DetectorConfig, Face, FaceDetector
 from .spotting import INTERVAL_COLUMNS, MotionScorer, SpotConfig, recognize, smooth_time, spot
 from .tracking import IoUTracker, TrackerConfig, interpolate
+from .aus import add_mesh_columns, label_intervals, mesh_vector, recognize_micro_by_aus
+from .landmarker import MeshStage
 
 __all__ = ["FRAME_COLUMNS", "FaceRecord", "FrameRecord", "VideoError", "VideoResult",
            "VideoSettings", "analyze_video", "open_video", "spot_intervals"]
@@ -66,6 +70,9 @@ class VideoSettings:
     max_duration_s: float | None = None
     max_side: int | None = None        # refuse videos whose longer side is over this (pixels)
     n_thumbnails: int = 6
+    aus: bool = True                   # face mesh + blendshapes + AU proxies + head pose per face and frame
+    micro_by: str = "micro_model"      # micro intervals' class: "micro_model" (apex crop) or "aus" (mer.aus)
+    landmarks: bool = False            # keep the 478 landmarks per face and frame (VideoResult.landmarks)
     isolate_decoder: bool = False      # decode in a child process (a decoder crash cannot end this one)
     decoder_memory_mb: int | None = 2048   # the child's memory for decoding (beyond its libraries)
     decoder_timeout_s: float | None = 60.0  # the child's longest silence before it is killed
@@ -89,6 +96,7 @@ class VideoResult:
     info: dict
     thumbnails: list = field(default_factory=list)  # (frame, face_id, RGB crop)
     classes: list = field(default_factory=list)
+    landmarks: dict | None = None  # frame, face_id, landmarks (K, 478, 3) when VideoSettings.landmarks
     apexes: "Thumbnails | None" = None  # the kept micro-model crops: apexes.nearest(frame, face_id)
 
 
@@ -102,6 +110,7 @@ class FaceRecord:
     detected: bool                      # detected on this frame (False: interpolated or held)
     crop: np.ndarray | None = None      # aligned RGB crop (crop stage)
     probs: np.ndarray | None = None     # class probabilities (classify stage)
+    mesh: object = None                 # mer.landmarker.MeshResult (mesh stage)
 
 
 @dataclass
@@ -249,6 +258,8 @@ class Rows:
         self.num: list[np.ndarray] = []   # box 4, det_prob 1, landmarks 10, probs: one float32 vector per row
         self.width = 15 + n_classes
         self.waiting: dict[tuple[int, int], int] = {}  # (frame, face_id) -> row whose motion score is not known yet
+        self.mesh: list[np.ndarray] = []  # mesh columns per row (mer.aus.mesh_vector), when the stage ran
+        self.with_mesh = False
 
     def add(self, frames: list[FrameRecord]) -> None:
         for f in frames:
@@ -256,6 +267,8 @@ class Rows:
                 self.frame.append(f.index)
                 self.start.append(f.start_s)
                 self.end.append(f.end_s)
+                self.mesh.append(mesh_vector(r.mesh if r is not None else None))
+                self.with_mesh |= r is not None and r.mesh is not None
                 if r is None:
                     self.face_id.append(None)
                     self.detected.append(None)
@@ -301,6 +314,8 @@ class Rows:
             motion[g.index] = smooth_time(motion[g.index], g["time_s"].to_numpy(), smooth_s)
         df["motion"] = np.round(motion, 6)
         df["detected"] = pd.array(self.detected, dtype="Int64")
+        if self.with_mesh:
+            add_mesh_columns(df, self.mesh)
         return df, np.asarray(self.end, np.float64)
 
 
@@ -386,14 +401,17 @@ _micro_models: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def micro_model_for(predictor):
     """The shipped micro-expression model (mer.predict.micro_checkpoint()) on the predictor's device,
-    loaded once per predictor; None when it is not installed (micro intervals are then classified
-    like macro ones, by the per-frame model)."""
+    loaded once per predictor. A missing or unusable one is a CheckpointError that says so: micro
+    intervals fall back to the per-frame model only when asked (analyze_video(micro_predictor=False)),
+    never silently."""
     if predictor not in _micro_models:
+        from .checkpoint import CheckpointError
         from .predict import Predictor, micro_checkpoint
         try:
             _micro_models[predictor] = Predictor(micro_checkpoint(), device=predictor.device)
-        except Exception:
-            _micro_models[predictor] = None
+        except CheckpointError as e:
+            raise CheckpointError(f"the micro-expression model cannot be used: {e} (to classify micro "
+                                  "intervals with the per-frame model instead, pass micro_predictor=False)") from None
     return _micro_models[predictor]
 
 
@@ -460,7 +478,8 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
     `video` column (default: the file name). `preview`: a mer.encode.PreviewWriter that receives
     the annotated frames on the way (written when the analysis succeeds, removed when it fails).
     `micro_predictor` recognises micro intervals from their apex crop (default: the shipped
-    micro-expression model; False: the per-frame model's mean over the interval instead)."""
+    micro-expression model, a CheckpointError when it is missing or broken; False: the per-frame
+    model's mean over the interval instead)."""
     s = settings or VideoSettings()
     path = Path(path)
     classes = list(predictor.classes)
@@ -479,6 +498,7 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
         motion = Motion(MotionScorer(s.spotting), rows.scored, thumbs,
                         Thumbnails(0, gap, APEX_KEEP if micro else 0), micro or None)
         shown = Preview(preview, classes) if preview is not None else None
+        mesh = MeshStage(predictor.landmarker if s.aus else None, s.landmarks)
 
         def score(frames: list[FrameRecord]) -> None:
             rows.add(frames)
@@ -495,12 +515,12 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             done = 0
             chunks = src.chunks()
             while (chunk := next(chunks, None)) is not None:
-                scoring.submit(classify(crop(track(detect(frame_records(chunk))))))
+                scoring.submit(mesh(classify(crop(track(detect(frame_records(chunk)))))))
                 done = int(chunk.index[-1]) + 1
                 del chunk  # memory: the chunk being decoded and the one being scored
                 if progress:
                     progress(done, info.n_frames)
-            scoring.submit(classify(crop(track.flush())))
+            scoring.submit(mesh(classify(crop(track.flush()))))
             scoring.close()
             if not rows.frame:
                 raise VideoError(f"{path.name}: the video has no decodable frames")
@@ -508,6 +528,9 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             frames_df, end_s = rows.table(name or path.name, classes, s.spotting.smooth_s)
             intervals = spot_intervals(frames_df, end_s, s.spotting)
             intervals = recognize(intervals, frames_df, classes, motion.apex_crop, micro or None)
+            intervals = label_intervals(intervals, frames_df)
+            if s.micro_by == "aus":
+                intervals = recognize_micro_by_aus(intervals)
             if preview is not None:
                 preview.close()
         except BaseException:
@@ -529,4 +552,5 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
            "partial": info.partial, "decoder": info.backend, "hidden_frames": info.hidden,
            "classes": classes, "checkpoint": str(getattr(predictor, "checkpoint", "")),
            "settings": s.to_dict()}
-    return VideoResult(str(path), frames_df, intervals, out, thumbs.pick(intervals), classes, motion.apexes)
+    return VideoResult(str(path), frames_df, intervals, out, thumbs.pick(intervals), classes, mesh.arrays(),
+                       motion.apexes)

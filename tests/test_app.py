@@ -214,6 +214,33 @@ def test_eight_concurrent_clients_match_a_serial_run(server, client, media):
         assert a.shape == b.shape and np.abs(a - b).mean() < 0.5, case
 
 
+def test_identical_results_at_once_are_whole_pictures(server, media):
+    """Many visitors sending the same photo at the same moment: every annotated picture that comes
+    back is whole and decodes. (gradio wrote an array result to a file named by the hash of its
+    bytes, truncating it while it was served for an identical result: an empty picture or a cut
+    download. The app now hands gradio a finished file of its own per request.)"""
+    from gradio_client import Client, handle_file
+    clients = [Client(server, verbose=False) for _ in range(12)]
+    photo = handle_file(str(media / "no-faces.jpg"))  # no face: fast, so results land together
+
+    def one(i):
+        try:
+            out = clients[i % len(clients)].predict(photo, False, api_name="/predict_image")[0]
+        except Exception as e:  # a cut download (httpx: "peer closed connection ... received 0 bytes")
+            return f"{type(e).__name__}: {e}"
+        if Path(out).stat().st_size == 0:
+            return "empty file"
+        try:
+            Image.open(out).load()
+        except Exception as e:
+            return f"does not decode: {e}"
+        return None
+
+    with cf.ThreadPoolExecutor(12) as ex:
+        problems = [p for p in ex.map(one, range(72)) if p]
+    assert not problems, problems[:3]
+
+
 # ---------------------------------------------------------------- videos
 
 def _clip(path: Path, frames: int, size=(160, 120), fps=10.0, photo=None) -> Path:
@@ -232,14 +259,40 @@ def test_real_clip_csv_rows_equal_decoded_frames(client, media):
     df = pd.read_csv(csv)
     assert len(df) == n == df["frame"].nunique() and df["face_id"].notna().all()
     assert f"**{n} frames**" in summary and "1 face track" in summary
+    from mer.aus import INTERVAL_AU_COLUMNS
     from mer.spotting import INTERVAL_COLUMNS
-    assert list(iv["headers"]) == INTERVAL_COLUMNS  # the batch tool's intervals.csv columns
+    assert list(iv["headers"]) == INTERVAL_COLUMNS + INTERVAL_AU_COLUMNS  # the batch tool's intervals.csv columns
     assert {"type", "class", "prob"} <= set(iv["headers"])
     assert plot["type"] == "plotly" and "face 0" in plot["plot"]
     pv = decord.VideoReader(preview)
     assert len(pv) == n
     probe = subprocess.run([_ffmpeg(), "-hide_banner", "-i", preview], capture_output=True, text=True).stderr
     assert "h264" in probe and "yuv420p" in probe, probe
+
+
+def test_video_tab_says_how_it_differs_from_the_batch_tool_and_that_is_true(server, client, media, tmp_path):
+    """The tab names the one setting in which it differs from `python -m batch` (detection on 1 frame
+    in MER_DETECT_EVERY, 2 here) and the command that gives its CSV; that command's analysis
+    (mer.video.analyze_video with detect_every=2, the shipped micro model) gives the same table."""
+    from mer.predict import Predictor
+    from mer.video import VideoSettings, analyze_video
+    with urllib.request.urlopen(server, timeout=10) as r:
+        page = r.read().decode()
+    assert "detected on 1 frame in 2" in page and "python -m batch --detect-every 2" in page
+    assert "Same analysis and CSV as the batch tool" not in page
+    clip = _clip(tmp_path / "two.mp4", 12, size=(320, 240), photo=np.asarray(Image.open(media / "two_people.jpg")))
+    got = pd.read_csv(analyze(client, clip)[4])
+    res = analyze_video(clip, Predictor(app_checkpoint_path(), device="cpu"), VideoSettings(detect_every=2))
+    want = res.frames.reset_index(drop=True)
+    assert list(got.columns) == list(want.columns) and len(got) == len(want) and got["face_id"].notna().any()
+    num = [c for c in want.columns if c not in ("video", "top_class")]
+    assert np.allclose(got[num].to_numpy(float), want[num].to_numpy(float), atol=1e-4, equal_nan=True)
+    assert (got["top_class"].fillna("") == want["top_class"].fillna("")).all()
+
+
+def app_checkpoint_path() -> Path:
+    from mer.predict import DEFAULT_CHECKPOINT
+    return DEFAULT_CHECKPOINT
 
 
 def _ffmpeg() -> str:
@@ -358,6 +411,12 @@ def test_page_has_banner_and_no_share_link(server):
     with urllib.request.urlopen(server, timeout=10) as r:
         page = r.read().decode()
     assert "Per-frame model:" in page and "Trained on:" in page and "Measured:" in page
+    from mer.predict import Predictor
+    card = Predictor(app_checkpoint_path(), device="cpu").card
+    for key in card.metrics or {}:  # the card's metrics in words, not its internal keys
+        assert "_" not in key or key not in page, key
+    if "port_max_abs_dprob_vs_keras" in (card.metrics or {}):
+        assert "of the original Keras model on 19 reference inputs" in page
     assert "Not a clinical" in page and "predict_image" in page
     assert "gradio.live" not in page
 

@@ -122,7 +122,8 @@ def test_outputs_of_a_full_run(full_run, untrained_checkpoint):
     assert len(two) == 100 and two.groupby("face_id").size().to_dict() == {0: 50, 1: 50}
     iv = pd.read_csv(out / "two_faces.avi.intervals.csv")
     assert list(iv.columns) == ["face_id", "type", "onset_frame", "apex_frame", "offset_frame", "onset_s", "apex_s",
-                                "offset_s", "class", "prob", "score", "recognized_by"]
+                                "offset_s", "class", "prob", "score", "recognized_by", "aus", "objective_class",
+                                "emotion"]
     micro = iv[iv["type"] == "micro"]
     assert ((micro["offset_s"] - micro["onset_s"] <= 0.5 + 1e-6) & (iv["onset_frame"] <= iv["apex_frame"])).all()
 
@@ -185,6 +186,7 @@ def test_intervals_are_real_and_consistent_with_the_frames(planted_run):
     assert r["onset_s"] == pytest.approx(t[r["onset_frame"]], abs=1e-5)
     assert r["apex_s"] == pytest.approx(t[r["apex_frame"]], abs=1e-5)
     assert 1 / 25 - 1e-6 <= r["offset_s"] - r["onset_s"] <= 0.5 + 1e-6
+    assert "<h2>Apex frames</h2><div class='thumbs'><figure>" in (planted_run / "planted.mp4.html").read_text()
 
 
 def test_help_and_usage_errors(tmp_path, untrained_checkpoint):
@@ -208,9 +210,12 @@ def test_help_and_usage_errors(tmp_path, untrained_checkpoint):
                  [tmp_path / "in", "--out", tmp_path / "o", "--checkpoint", bad], ["--help"]):
         r = subprocess.run([sys.executable, "-X", "importtime", "-m", "batch", *map(str, args)], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
-        imported = {line.split("|")[-1].strip().split(".")[0] for line in r.stderr.splitlines() if "|" in line}
+        modules = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
+        imported = {m.split(".")[0] for m in modules}
         assert r.returncode in (0, 2) and imported and not imported & {"torch", "decord", "pandas", "plotly",
-                                                                        "facenet_pytorch", "cv2", "mer", "tqdm"}, args
+                                                                        "facenet_pytorch", "cv2", "numpy", "tqdm"}, args
+        # of mer, only its standard-library modules (video extensions, the code hash)
+        assert {m for m in modules if m.split(".")[0] == "mer"} <= {"mer", "mer.files", "mer.provenance"}, args
 
 
 def test_timeout_fails_only_that_video(tmp_path, media, untrained_checkpoint):
@@ -417,3 +422,90 @@ def test_driver_leaves_torch_and_the_checks_to_the_workers(tmp_path, media, untr
     rc, heavy, err = driver(tmp_path / "in", "--out", tmp_path / "out2", "--checkpoint", bad)
     assert rc == 2 and heavy == [] and "error:" in err and "do not fit" in err and "Traceback" not in err, err
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(tmp_path_factory, media):
+    """Five short real clips (symlinks to the 72-frame single_face.mp4)."""
+    d = tmp_path_factory.mktemp("tiny")
+    for k in range(5):
+        (d / f"c{k}.mp4").symlink_to(media / "single_face.mp4")
+    return d
+
+
+def test_a_worker_older_than_the_startup_limit_keeps_its_videos(tiny_inputs, untrained_checkpoint, tmp_path):
+    """Issue 19 item 1: the start-up limit counts from a worker's own start, a video's deadline from
+    that video's hand-over. Two loaded workers that have lived longer than a 2 s start-up limit
+    take five more videos: none fails "did not start" (the old check compared the worker's age
+    with the limit whenever its "start" was not read in the same pass: after 10 minutes, at random)."""
+    from batch import runner
+    from batch.manifest import Manifest
+    out = tmp_path / "out"
+    out.mkdir()
+    job = runner.Job(checkpoint=str(untrained_checkpoint), device="cpu", settings={"detect_every": 8},
+                     settings_hash="h", threads=1, startup_limit=600, max_videos=0)
+    pool = runner.WorkerPool(2)
+    try:
+        assert "error" not in pool.handshake(out, job)
+        for slot in pool.slots[1:]:  # the second worker loads too, before the limit is tightened
+            assert slot.conn.poll(600) and slot.conn.recv()[0] == "ready"
+            slot.loaded = True
+        while time.monotonic() - max(s.spawned for s in pool.slots) < 2.5:
+            time.sleep(0.1)
+        job.startup_limit = 2.0  # both workers are older than this now
+        videos = runner.find_videos(tiny_inputs)
+        manifest = Manifest(out / "manifest.json")
+        runner.run_local(tiny_inputs, out, videos, list(videos), manifest, job, 2, pool=pool)
+    finally:
+        pool.close()
+    got = {v: (e["status"], e.get("reason", "")) for v, e in manifest.videos.items()}
+    assert got == {v: ("done", "") for v in videos}
+
+
+def test_workers_are_recycled_after_max_videos(tiny_inputs, untrained_checkpoint, tmp_path):
+    """--max-videos-per-worker 1: every video gets a fresh worker; none is lost or run twice."""
+    code, err, workers = run_watching_workers(tiny_inputs, "--out", tmp_path / "o", "--checkpoint",
+                                              untrained_checkpoint, "--workers", "2", "--detect-every", "8",
+                                              "--max-videos-per-worker", "1")
+    assert code == 0, err
+    started = re.findall(r"started (c\d\.mp4)", err)
+    assert sorted(started) == [f"c{k}.mp4" for k in range(5)]  # each video ran exactly once
+    assert len(workers) == 5  # one worker per video
+    s = pd.read_csv(tmp_path / "o" / "summary.csv")
+    assert (s["status"] == "done").all() and (s["frames"] == 72).all()
+    r = run_batch("--help")
+    assert "--max-videos-per-worker" in r.stdout and "--startup-timeout" in r.stdout and "--micro-checkpoint" in r.stdout
+
+
+def test_changed_micro_checkpoint_or_code_redoes_the_videos(media, untrained_checkpoint, micro_checkpoint, tmp_path):
+    """Issue 19 item 3: outputs are reused only when nothing that makes them changed. A micro
+    checkpoint retrained in place (same path, new weights) or an edited file of `mer` (run from a
+    copy of the code) redoes every video instead of silently keeping the old outputs."""
+    import shutil
+    code = tmp_path / "code"
+    for pkg in ("mer", "batch"):
+        shutil.copytree(ROOT / pkg, code / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "one.mp4").symlink_to(media / "single_face.mp4")
+    micro = copy_checkpoint(micro_checkpoint, tmp_path / "micro")
+
+    def run():
+        r = subprocess.run([sys.executable, "-m", "batch", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
+                            "--checkpoint", str(untrained_checkpoint), "--micro-checkpoint", str(micro),
+                            "--detect-every", "8"], cwd=code, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return re.search(r"(\d+) to run", r.stderr).group(1)
+
+    assert run() == "1"
+    assert run() == "0"                           # nothing changed: reused
+    import torch
+    import mer
+    model, card = mer.load_checkpoint(micro, device="cpu")  # the micro model retrained in place
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    mer.save_checkpoint(model, card, micro)
+    assert run() == "1"
+    assert run() == "0"
+    with open(code / "mer" / "spotting.py", "a") as f:  # the code of mer changed (its copy here)
+        f.write("\n# an edit\n")
+    assert run() == "1"

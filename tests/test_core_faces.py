@@ -82,12 +82,18 @@ def test_min_face_size_setting_is_honoured(media):
 
 
 def _upstream(batch, det):
-    """facenet-pytorch's own detect_face on the same nets and settings (the reference)."""
+    """The reference: facenet-pytorch's own detect_face with its own nets as MTCNN builds them (same
+    weights, PyTorch's default NCHW format; the detector's nets are channels-last, which a conv
+    follows whatever its input's format) and the same settings."""
     import torch
+    from facenet_pytorch import MTCNN
     from facenet_pytorch.models.utils.detect_face import detect_face
     c = det.config
+    m = MTCNN(keep_all=True, device="cpu")
+    assert all(w.is_contiguous() for net in (m.pnet, m.rnet, m.onet) for w in net.parameters())
     with torch.no_grad():
-        boxes, points = detect_face(batch, c.min_face_size, *det._nets, list(c.thresholds), c.factor, det.device)
+        boxes, points = detect_face(batch, c.min_face_size, m.pnet, m.rnet, m.onet, list(c.thresholds),
+                                    c.factor, "cpu")
     return [(np.asarray(b, np.float32).reshape(-1, 5), np.asarray(p, np.float32).reshape(-1, 5, 2))
             for b, p in zip(boxes, points)]
 
@@ -106,8 +112,10 @@ def _reference_batches(media, det):
 
 
 def test_batched_crops_give_facenet_pytorchs_boxes(detector, media):
-    """R-Net/O-Net crops gathered in one batched op give the same faces as facenet-pytorch's
-    per-box interpolate: same count per frame, boxes and landmarks within 1 px, same scores."""
+    """R-Net/O-Net crops gathered in one batched op and channels-last nets give the same faces as
+    facenet-pytorch's own detect_face (per-box interpolate, NCHW nets): the same count per frame,
+    boxes and landmarks within 1e-3 px and scores within 1e-5, float rounding only (measured on
+    these photos and frames: 6e-5 px, 1.2e-4 px and 4e-7, see mer/faces.py)."""
     from mer.faces import detect_faces
     c = detector.config
     checked = 0
@@ -116,9 +124,9 @@ def test_batched_crops_give_facenet_pytorchs_boxes(detector, media):
         got = detect_faces(batch, c.min_face_size, detector._nets, c.thresholds, c.factor, detector.device)
         assert [len(b) for b, _ in got] == [len(b) for b, _ in ref], name
         for (gb, gp), (rb, rp) in zip(got, ref):
-            assert np.abs(gb[:, :4] - rb[:, :4]).max(initial=0) <= 1.0, name
-            assert np.abs(gp - rp).max(initial=0) <= 1.0, name
-            assert np.abs(gb[:, 4] - rb[:, 4]).max(initial=0) < 1e-4, name
+            assert np.abs(gb[:, :4] - rb[:, :4]).max(initial=0) <= 1e-3, name
+            assert np.abs(gp - rp).max(initial=0) <= 1e-3, name
+            assert np.abs(gb[:, 4] - rb[:, 4]).max(initial=0) < 1e-5, name
             checked += len(gb)
     assert checked >= 30  # faces on the photos and in the clips' frames were really compared
 
@@ -150,3 +158,48 @@ def test_tiny_frames_give_no_faces_not_a_crash(detector, media, shape):
     # inside a mixed batch: the tiny frame gets no faces, the others theirs
     out = detector.detect([media / "single_face.jpg", tiny, tiny, media / "two_people.jpg"])
     assert [len(f) for f in out] == [1, 0, 0, 2]
+
+
+def test_cuda_exactness_flags_are_set_once_and_never_toggled(detector, media, default_checkpoint):
+    """No TF32 on CUDA is a process-wide setting made when a detector or predictor is built there
+    (exact_cuda), not a per-call context that restores the flags on exit: under concurrent
+    requests that switched TF32 back on while another call was running (issue 19, item 5). Here
+    (no GPU needed to set the flags): after exact_cuda("cuda") the flags are the exact ones, and
+    they stay so while eight threads detect, classify and run Grad-CAM at once."""
+    import threading
+    import torch
+    from mer.faces import exact_cuda
+    from mer.predict import Predictor
+    b = torch.backends
+
+    def flags():
+        return (b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark)
+    saved = flags()
+    try:
+        b.cudnn.allow_tf32, b.cudnn.deterministic = True, False  # PyTorch's defaults
+        exact_cuda("cuda")
+        exact = (False, False, True, False)
+        assert flags() == exact
+        predictor = Predictor(default_checkpoint, device="cpu", detector=detector)
+        img = read_image(media / "two_people.jpg")
+        seen, done = set(), threading.Event()
+
+        def watch():
+            while not done.is_set():
+                seen.add(flags())
+
+        def work(k):
+            for _ in range(2):
+                predictor.predict(img, gradcam=k % 2 == 0)
+        w = threading.Thread(target=watch)
+        w.start()
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        done.set()
+        w.join()
+        assert seen == {exact}
+    finally:
+        b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32, b.cudnn.deterministic, b.cudnn.benchmark = saved

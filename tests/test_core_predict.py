@@ -137,3 +137,20 @@ def test_label_layout_with_crowded_and_tiny_images():
     assert all(0 <= r[0] and 0 <= r[1] and r[2] <= 400 and r[3] <= 400 for r in rects)
     # an image smaller than one label: still one rectangle per face and no error
     assert len(layout_labels(boxes[:2], [(120, 20)] * 2, (10, 10, 3))) == 2
+
+
+def test_one_box_drawer_for_the_image_tab_the_video_preview_and_live(predictor, media):
+    """mer.render.draw_faces draws every face box: the video preview (mer.encode.annotate) of a frame
+    equals the image tab's picture of it for the same labels; an interpolated face is amber (the
+    live view is the image tab's picture plus a note under each box, mer.live.draw_live). Issue 19,
+    item 9: there were three drawers, each with its own look."""
+    from mer.encode import annotate
+    from mer.render import AMBER, draw_predictions, label_text
+    img = mer.read_image(media / "multi_face.jpg")
+    preds = predictor.predict(img)
+    h, w = img.shape[:2]
+    labels = [label_text(i, p) for i, p in enumerate(preds)]
+    shown = draw_predictions(img, preds)
+    assert np.array_equal(annotate(img, [(p.face.box, True, t) for p, t in zip(preds, labels)], (w, h)), shown)
+    x1, y1 = (int(round(float(v))) for v in preds[0].face.box[2:4])
+    assert tuple(annotate(img, [(preds[0].face.box, False, labels[0])], (w, h))[y1, x1]) == AMBER

@@ -59,8 +59,9 @@ def test_vfr_twin_really_is_variable_frame_rate(clips):
 
 
 def test_planted_micro_expression_gives_exactly_one_micro_interval(analysed):
+    from mer.aus import INTERVAL_AU_COLUMNS
     iv = analysed["micro"].intervals
-    assert list(iv.columns) == INTERVAL_COLUMNS
+    assert list(iv.columns) == INTERVAL_COLUMNS + INTERVAL_AU_COLUMNS
     assert len(iv) == 1, iv.to_string()                     # the blink is not reported
     r = iv.iloc[0]
     assert r["type"] == "micro"

@@ -232,7 +232,7 @@ def test_isolated_decoder_crash_hang_and_memory_cap(generated):
 
 
 def test_csv_injection_escaped_including_tab_and_cr(tmp_path):
-    from mer.report import escape_cell, write_csv
+    from mer.files import escape_cell, write_csv
     bad = ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1+1", "\r=1+1", "\t-2", "\r@x"]
     assert [escape_cell(v) for v in bad] == ["'" + v for v in bad]
     assert [escape_cell(v) for v in ("happy", " =1", "a=b", 3.5)] == ["happy", " =1", "a=b", 3.5]
@@ -242,7 +242,7 @@ def test_csv_injection_escaped_including_tab_and_cr(tmp_path):
 
 
 def test_atomic_write_bytes_text_and_writer(tmp_path):
-    from mer.report import atomic_write
+    from mer.files import atomic_write
     p = tmp_path / "sub" / "f.bin"
     assert atomic_write(p, b"\x00\x01") == p and p.read_bytes() == b"\x00\x01"
     atomic_write(p, "ü")

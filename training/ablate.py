@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import ttest_rel
 
-from mer.report import atomic_write, write_csv
+from mer.files import atomic_write, write_csv
 
 from .protocols import LEAKY
 from .train import TrainConfig, run

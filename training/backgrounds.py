@@ -159,7 +159,7 @@ def render_on_clip(path, clip: Clip, events, seconds: float, crf: int = 23) -> P
 def generate_on_clips(out, specs: list[str], cfg, log=print) -> pd.DataFrame:
     """cfg.videos videos, round-robin over the background clips: OUT/videos, truth.csv/.xlsx,
     natural.csv and distractors.csv (empty: nothing is added but the planted expressions)."""
-    from mer.report import atomic_write
+    from mer.files import atomic_write
 
     from .synth_long import TRUTH_COLUMNS, plan_events, truth_rows, write_truth
     out = Path(out)

@@ -26,7 +26,7 @@ from mer.faces import FaceDetector, align_crop
 from mer.flow import flow_input
 from mer.images import read_image
 from mer.predict import crops_to_input
-from mer.report import atomic_write
+from mer.files import atomic_write
 
 log = logging.getLogger(__name__)
 INPUTS = ("apex", "frames", "flow")

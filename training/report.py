@@ -1,5 +1,5 @@
 """Run-folder artefacts: predictions CSV, confusion matrix (PNG and Plotly HTML), Markdown report.
-Every file is written atomically through mer.report.atomic_write."""
+Every file is written atomically through mer.files.atomic_write."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from mer.report import atomic_write, write_csv, write_plotly_js
+from mer.files import atomic_write, write_csv
+from mer.report import write_plotly_js
 
 from .protocols import LEAKY
 
 
 def write_predictions(df: pd.DataFrame, path: Path) -> None:
-    """Atomic, text cells escaped against spreadsheet formula injection (mer.report.write_csv)."""
+    """Atomic, text cells escaped against spreadsheet formula injection (mer.files.write_csv)."""
     write_csv(df, path)
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mer.report import atomic_write, write_csv
+from mer.files import atomic_write, write_csv
 from mer.spotting import INTERVAL_COLUMNS, SpotConfig, TYPES, match, prf, recognize, spot
 
 from .datasets.longvideo import LongVideo, read_long

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mer.faces import FaceDetector, align_crop, align_matrix
-from mer.report import atomic_write
+from mer.files import atomic_write
 from mer.images import read_image
 
 # AU -> list of (anchor, offset in eye-distance units, displacement direction)

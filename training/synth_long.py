@@ -35,9 +35,9 @@ import pandas as pd
 
 from mer.faces import FaceDetector
 from mer.images import read_image
-from mer.report import atomic_path, atomic_write
+from mer.files import atomic_path, atomic_write
 
-from .synth import AUS, EMOTIONS
+from .synth import EMOTIONS
 
 TRUTH_COLUMNS = ["Subject", "Filename", "Onset", "Apex", "Offset", "Duration", "Type", "Action Units",
                  "Estimated Emotion", "Amplitude", "onset_s", "apex_s", "offset_s"]
@@ -192,20 +192,61 @@ def plan_events(cfg: LongConfig, rng, busy=()) -> list[Event]:
 
 # ---------------------------------------------------------------------------------------------- render
 
+# FACS-like action units for the face mesh to see: each AU moves its own part of the face, gated so
+# the features next to it stay put (brows move without the eyes, lids without the brows, lips
+# without the nose). Per AU: (anchor, centre offset, spread x/y, displacement direction, gate), in
+# eye distances; anchors le/re (eyes, image left/right), nose, ml/mr (mouth corners), mc (mouth
+# centre); "in" points towards the face's midline; gate (side, anchor row, offset): only rows above
+# ("up") or below ("down") the anchor's row + offset move (a soft edge of 0.05 eye distances).
+FACS_WARPS = {
+    1: [("le", (0.12, -0.32), (0.13, 0.10), ("in", 0.0, -1.0), ("up", "eye", -0.17))],
+    2: [("le", (-0.22, -0.28), (0.13, 0.10), ("in", 0.0, -1.0), ("up", "eye", -0.15))],
+    4: [("le", (0.10, -0.28), (0.16, 0.10), ("in", 0.5, 0.85), ("up", "eye", -0.15))],
+    5: [("le", (0.0, -0.08), (0.14, 0.05), ("in", 0.0, -1.0), ("up", "eye", 0.0))],
+    6: [("le", (0.0, 0.34), (0.20, 0.12), ("in", 0.0, -1.0), ("down", "eye", 0.12))],
+    7: [("le", (0.0, 0.08), (0.14, 0.05), ("in", 0.0, -1.0), ("down", "eye", 0.0))],
+    9: [("nose", (0.12, -0.18), (0.10, 0.12), ("in", 0.0, -1.0), ("down", "eye", 0.15))],
+    10: [("mc", (0.0, -0.10), (0.30, 0.08), ("in", 0.0, -1.0), ("up", "mouth", -0.02))],
+    12: [("ml", (0.0, 0.0), (0.12, 0.10), ("in", -0.7, -0.7), None)],
+    14: [("ml", (0.0, 0.0), (0.08, 0.08), ("in", 0.6, 0.0), None)],
+    15: [("ml", (0.0, 0.0), (0.12, 0.10), ("in", 0.0, 1.0), None)],
+    17: [("mc", (0.0, 0.32), (0.22, 0.12), ("in", 0.0, -1.0), ("down", "mouth", 0.04))],
+    20: [("ml", (0.0, 0.0), (0.12, 0.08), ("in", -1.0, 0.0), None)],
+    23: [("ml", (0.0, 0.0), (0.12, 0.08), ("in", 0.8, 0.0), None)],
+    24: [("mc", (0.0, -0.07), (0.30, 0.05), ("in", 0.0, 0.6), ("up", "mouth", 0.0)),
+         ("mc", (0.0, 0.07), (0.30, 0.05), ("in", 0.0, -0.6), ("down", "mouth", 0.0))],
+    26: [("mc", (0.0, 0.40), (0.50, 0.30), ("in", 0.0, 1.0), ("down", "mouth", 0.02))],
+}
+_MIRROR = {"le": "re", "ml": "mr"}   # paired anchors: the table gives the image-left one
+
+
 def au_field(lm: np.ndarray, aus, x0: int, y0: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-amplitude displacement (fx, fy) of action units on the ROI [x0, x0+w) x [y0, y0+h)."""
-    le, re, nose, ml, mr = lm
-    anchors = {"le": le, "re": re, "nose": nose, "ml": ml, "mr": mr, "mc": (ml + mr) / 2}
+    """Unit-amplitude displacement (fx, fy) of action units on the ROI [x0, x0+w) x [y0, y0+h):
+    FACS_WARPS, each bump mirrored onto the other side of the face (an AU without a warp moves
+    nothing). Displacements are at most 1 (times the event's amplitude in pixels)."""
+    le, re, nose, ml, mr = (np.asarray(p, np.float64) for p in lm)
     d = float(np.linalg.norm(re - le))
+    anchors = {"le": le, "re": re, "nose": nose, "ml": ml, "mr": mr, "mc": (ml + mr) / 2}
+    rows = {"eye": (le[1] + re[1]) / 2, "mouth": (ml[1] + mr[1]) / 2}
     yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w].astype(np.float32)
     fx, fy = np.zeros_like(xx), np.zeros_like(yy)
-    sigma2 = 2 * (0.18 * d) ** 2
     for au in aus:
-        for name, (ox, oy), (dx, dy) in AUS[au]:
-            cx, cy = anchors[name] + np.array([ox, oy]) * d
-            g = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / sigma2)
-            fx += dx * g
-            fy += dy * g
+        for name, (ox, oy), (sx, sy), (_, dx, dy), gate in FACS_WARPS.get(au, []):
+            if name in _MIRROR:      # image-left feature (midline at +x) and its mirror
+                copies = [(anchors[name], ox, 1.0), (anchors[_MIRROR[name]], -ox, -1.0)]
+            elif name == "nose":     # both sides of the nose
+                copies = [(nose, -ox, 1.0), (nose, ox, -1.0)]
+            else:
+                copies = [(anchors[name], ox, 1.0)]
+            for a, off_x, inward in copies:
+                cx, cy = a[0] + off_x * d, a[1] + oy * d
+                g = np.exp(-((xx - cx) ** 2 / (2 * (sx * d) ** 2) + (yy - cy) ** 2 / (2 * (sy * d) ** 2)))
+                if gate is not None:
+                    where, row, off = gate
+                    t = (yy - (rows[row] + off * d)) / (0.05 * d)
+                    g = g / (1 + np.exp(np.clip(t if where == "up" else -t, -50, 50)))
+                fx += inward * dx * g
+                fy += dy * g
     return fx, fy
 
 

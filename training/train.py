@@ -22,7 +22,7 @@ from mer.checkpoint import ModelCard, library_versions, save_checkpoint
 from mer.faces import resolve_device
 from mer.models import create_model
 from mer.predict import Predictor
-from mer.report import atomic_write
+from mer.files import atomic_write
 
 from . import report
 from .datasets import LABEL_SETS, classes_of, load_dataset

@@ -1,6 +1,6 @@
 from .cbam import CBAM
 from .registry import create_model, list_models, register_model
-from . import mernet, seed, vit, xception  # noqa: F401  (register architectures)
+from . import facemesh, mernet, seed, vit, xception  # noqa: F401  (register architectures)
 
 # The micro-expression label set of the original project (training's `seed6`, the micro model).
 CLASSES = ("Happiness", "Surprise", "Anger", "Fear", "Sadness", "Disgust")

@@ -1,0 +1,184 @@
+"""Face mesh + blendshapes (MediaPipe Face Landmarker's networks ported to PyTorch) and the AU proxies:
+exact against the TFLite models' own outputs (tests/data/face_landmarker_reference.npz, made by
+bench/aus_agreement.py reference-outputs with the LiteRT interpreter), right on real photos."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mer.aus import (AU_NAMES, aus_from_blendshapes, emotion_from_aus, format_aus, interval_labels,
+                     objective_class)
+from mer.convert_landmarker import compare_reference
+from mer.landmarker import DEFAULT_LANDMARKER, Landmarker
+from mer.models.facemesh import BLENDSHAPE_NAMES
+
+from conftest import ROOT
+
+REFERENCE = ROOT / "tests" / "data" / "face_landmarker_reference.npz"
+
+
+@pytest.fixture(scope="module")
+def landmarker() -> Landmarker:
+    return Landmarker(device="cpu")
+
+
+def test_port_matches_the_tflite_models(landmarker):
+    with np.load(REFERENCE) as z:
+        assert len(z["crops"]) >= 4 and len(z["bs_input"]) >= 10
+        assert z["landmarks"].shape == (len(z["crops"]), 478, 3)
+    m = compare_reference(landmarker.model, REFERENCE)
+    assert m["port_max_abs_dlandmark_normalised"] <= 1e-3
+    assert m["port_max_abs_dblendshape"] <= 1e-3
+    assert m["port_max_abs_dpresence_logit"] <= 1e-2
+
+
+def test_card_says_where_the_weights_come_from(landmarker):
+    card = landmarker.card
+    assert DEFAULT_LANDMARKER.is_file() and card.arch == "face_landmarker"
+    assert tuple(card.classes) == BLENDSHAPE_NAMES and card.input_size == (256, 256)
+    assert "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff" in card.source
+    assert "Apache-2.0" in card.license and "NOTICE" in card.license
+    assert card.metrics["port_max_abs_dblendshape"] <= 1e-3
+
+
+@pytest.fixture(scope="module")
+def photo_aus(media, detector, landmarker):
+    from mer.images import read_image
+    out = {}
+    for name in ("justin.jpg", "single_face.jpg", "obama.jpg", "neutral.jpeg", "happy-baby.jpeg", "sad-baby.jpeg"):
+        img = read_image(media / name)
+        face = detector.detect([img])[0][0]
+        r = landmarker.run([img], [face])[0]
+        assert r.landmarks.shape == (478, 3) and r.presence > 0.9 and r.blendshapes.shape == (52,)
+        out[name] = (aus_from_blendshapes(r.blendshapes), r)
+    return out
+
+
+def test_au12_on_real_smiles_and_a_neutral_face(photo_aus):
+    for name in ("justin.jpg", "single_face.jpg", "obama.jpg"):
+        assert photo_aus[name][0]["au12"] >= 0.5, name
+    neutral = photo_aus["neutral.jpeg"][0]
+    assert neutral["au12"] < 0.3
+    assert photo_aus["happy-baby.jpeg"][0]["au12"] > neutral["au12"]
+    sad = photo_aus["sad-baby.jpeg"][0]
+    assert sad["au15"] > neutral["au15"] or sad["au01"] > neutral["au01"]
+
+
+def test_head_pose_of_frontal_photos_is_small(photo_aus):
+    for name in ("neutral.jpeg", "justin.jpg"):
+        yaw, pitch, roll = photo_aus[name][1].pose
+        assert abs(yaw) < 25 and abs(roll) < 25, (name, yaw, pitch, roll)
+
+
+def test_landmarks_lie_on_the_face(photo_aus, media, detector):
+    from mer.images import read_image
+    img = read_image(media / "justin.jpg")
+    face = detector.detect([img])[0][0]
+    lm = photo_aus["justin.jpg"][1].landmarks
+    eye_mid = face.landmarks[:2].mean(0)
+    mesh_eyes = (lm[33, :2] + lm[263, :2]) / 2
+    assert np.linalg.norm(eye_mid - mesh_eyes) < 0.15 * (face.box[2] - face.box[0])
+
+
+def test_batched_faces_give_the_same_results_as_one_at_a_time(media, detector, landmarker):
+    from mer.images import read_image
+    img = read_image(media / "two_people.jpg")
+    faces = detector.detect([img])[0]
+    assert len(faces) >= 2
+    together = landmarker.run([img] * len(faces), faces)
+    for f, t in zip(faces, together):
+        alone = landmarker.run([img], [f])[0]
+        assert np.abs(alone.blendshapes - t.blendshapes).max() < 1e-4
+
+
+def test_objective_classes_and_emotions():
+    assert objective_class({"au06", "au12"}) == "I" and emotion_from_aus({"au12"}) == "Happiness"
+    assert objective_class({"au01", "au02"}) == "II"
+    assert objective_class({"au01", "au02", "au04"}) == "VI"
+    assert objective_class({"au04", "au07"}) == "III"
+    assert objective_class({"au09"}) == "IV" and objective_class({"au15"}) == "V"
+    assert objective_class(set()) == "VII" and emotion_from_aus({"au45"}) == "Others"
+    assert format_aus(["au12", "au06"]) == "AU6+AU12"
+
+
+def test_interval_labels_pick_the_au_that_rose():
+    rng = np.random.default_rng(0)
+    track = 0.1 + rng.normal(0, 0.005, (40, len(AU_NAMES))).astype(np.float32)
+    j = AU_NAMES.index("au12")
+    track[15:25, j] += np.hanning(10) * 0.3
+    lab = interval_labels(track, 14, 20)
+    assert lab["aus"] == "AU12" and lab["objective_class"] == "I" and lab["emotion"] == "Happiness"
+    assert interval_labels(track, 30, 38)["aus"] == ""
+
+
+@pytest.fixture(scope="module")
+def au12_clip(media, detector, tmp_path_factory):
+    """3 s of neutral.jpeg (training.synth_long) with one planted micro-expression: AU1+AU2+AU12,
+    5 px at apex, 0.4 s (the brows make the motion spotter fire; the AU proxies must name AU12)."""
+    from training.synth_long import Event, LongConfig, load_faces, render_video
+    face = load_faces(media / "neutral.jpeg", detector)[0]
+    ev = [Event("micro", 1.0, 1.4, 1.2, 5.0, "Happiness", (1, 2, 12))]
+    return render_video(tmp_path_factory.mktemp("au") / "au12.mp4", face, ev, LongConfig(seconds=3.0, fps=30.0),
+                        np.random.default_rng(1))
+
+
+def test_video_rows_and_intervals_carry_aus(au12_clip, tmp_path):
+    from mer.aus import mesh_columns
+    from mer.predict import Predictor
+    from mer.report import write_video_report
+    from mer.video import VideoSettings, analyze_video
+    res = analyze_video(au12_clip, Predictor(device="cpu"), VideoSettings(detect_every=3, landmarks=True))
+    paths = write_video_report(res, tmp_path, "au12")
+    frames = pd.read_csv(paths["frames"])
+    cols = mesh_columns()
+    assert len(cols) == 52 + 3 + 16 and set(cols) <= set(frames.columns)
+    assert {"bs_mouthSmileLeft", "yaw", "pitch", "roll", "au01", "au12", "au45"} <= set(frames.columns)
+    face_rows = frames[frames["face_id"].notna()]
+    assert face_rows["au12"].notna().all() and face_rows["au12"].max() > face_rows["au12"].median() + 0.15
+    iv = pd.read_csv(paths["intervals"], keep_default_na=False)
+    assert {"aus", "objective_class", "emotion"} <= set(iv.columns)
+    micro = iv[iv["type"] == "micro"]
+    assert len(micro) == 1, iv
+    r = micro.iloc[0]
+    assert "AU12" in r["aus"].split("+") and r["objective_class"] in ("I", "II", "V", "VI", "VII")
+    assert r["emotion"] in ("Happiness", "Surprise", "Sadness", "Fear", "Others")
+    lm = np.load(paths["landmarks"])
+    assert lm["landmarks"].shape == (len(face_rows), 478, 3) and len(lm["frame"]) == len(face_rows)
+    assert "AU proxies over time" in paths["html"].read_text()
+
+
+def test_cli_json_has_blendshapes_aus_and_pose(media):
+    import json
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "mer", "predict", str(media / "obama.jpg"), "--json",
+                          "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout.splitlines()[0])
+    assert len(d["blendshapes"]) == 52 and set(d["aus"]) == set(AU_NAMES) and set(d["pose"]) == {"yaw", "pitch", "roll"}
+    assert d["aus"]["au12"] >= 0.5
+
+
+def test_synth_warps_move_each_aus_own_feature_only():
+    """training.synth_long's AU warps: brows move without the eyes, lids without the brows, lip
+    corners without the eyes (FACS), so a face mesh sees the AU (the old broad bumps moved the eyes
+    with the brows by 10 % of the brows' displacement)."""
+    from training.synth_long import au_field
+    lm = np.array([[100, 100], [160, 100], [130, 135], [108, 165], [152, 165]], np.float32)  # eyes, nose, mouth
+    d = 60.0
+
+    def at(aus, x, y):
+        fx, fy = au_field(lm, aus, 0, 0, 260, 260)
+        return float(fx[int(y), int(x)]), float(fy[int(y), int(x)])
+    for au in (1, 2, 4):
+        brow = max(abs(at((au,), x, 100 - 0.3 * d)[1]) for x in (100 + dx * d for dx in (-0.2, 0, 0.12, 0.2)))
+        assert brow > 0.3, (au, brow)
+        for ex, ey in lm[:2]:
+            assert np.hypot(*at((au,), ex, ey)) < 0.02, au                 # the eyes stay put
+    assert at((1,), 100 + 0.12 * d, 100 - 0.32 * d)[1] < -0.9                # inner brow up
+    assert at((5,), 100, 100 - 0.08 * d)[1] < -0.5 and abs(at((5,), 100, 100 - 0.3 * d)[1]) < 0.05  # lid, not brow
+    fx, fy = at((12,), 108, 165)
+    assert fx < -0.5 and fy < -0.5 and np.hypot(*at((12,), 100, 100)) < 0.01  # corners up and out, eyes still
+    assert at((15,), 152, 165)[1] > 0.9 and at((26,), 130, 165 + 0.4 * d)[1] > 0.5
