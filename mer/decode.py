@@ -17,6 +17,9 @@ numbered as players number them.
   reason; a decoding error in mid-stream also ends the stream as partial (what decoded is kept).
 - Files that cannot be read get a VideoError that says why in words: no such file, empty, no index
   (moov atom), no video stream, not a video.
+- A folder of frame images (SAMM-LV, CAS(ME)^2: one image per frame) is a source too
+  (FolderSource): its images in natural order of their names (img2 before img10), frame i at
+  i / fps seconds (the dataset's frame rate, given by the caller), read with mer.images.
 - `isolate=True` decodes in a child process, this file run as a script (it imports only numpy,
   decord and, for partial files, OpenCV; never torch or the app), under a memory cap (RLIMIT_AS)
   and a time limit; frames come back through a pipe. A decoder crash, hang or out-of-memory ends
@@ -247,6 +250,66 @@ class OpenCVSource:
         self.cap.release()
 
 
+FRAME_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+def natural_key(name: str):
+    """Sort key that orders the integers inside names numerically: img2 < img10."""
+    parts = re.split(r"(\d+)", str(name))
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts if p != "")
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The frame images of a folder (not hidden), in natural order of their names."""
+    return sorted((p for p in Path(folder).iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in FRAME_EXTS),
+                  key=lambda p: natural_key(p.name))
+
+
+class FolderSource:
+    """A folder of frame images as a stream: frame i at i / fps seconds. An image that cannot be
+    read ends the stream as partial (what was read is kept), as a decoding error does in a file."""
+
+    def __init__(self, path: Path, chunk_size: int, fps: float):
+        self.files = frame_files(path)
+        if not self.files:
+            raise VideoError(f"{path.name}: a folder with no frame images ({', '.join(FRAME_EXTS)})")
+        if not fps or fps <= 0:
+            raise VideoError(f"{path.name}: a frame folder needs its frame rate (fps > 0)")
+        from .images import read_image
+        self._read, self.path, self.chunk_size = read_image, path, max(1, int(chunk_size))
+        try:
+            h, w = self._read(self.files[0]).shape[:2]
+        except Exception as e:
+            raise VideoError(f"{path.name}: first frame {self.files[0].name} unreadable ({e})") from None
+        n = len(self.files)
+        self.info = StreamInfo(n, float(fps), int(w), int(h), n / float(fps), "frames")
+
+    def chunks(self) -> Iterator[FrameChunk]:
+        import cv2
+        n, w, h, fps = self.info.n_frames, self.info.width, self.info.height, self.info.fps
+        for start in range(0, n, self.chunk_size):
+            imgs = []
+            for i in range(start, min(n, start + self.chunk_size)):
+                try:
+                    img = self._read(self.files[i])
+                except Exception as e:  # noqa: BLE001 - any unreadable image ends the stream here
+                    self.info.partial = f"frame {self.files[i].name} unreadable ({e}); the first {i} of {n} frames were analysed"
+                    self.info.n_frames = i
+                    break
+                imgs.append(img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
+            if imgs:
+                idx = np.arange(start, start + len(imgs), dtype=np.int64)
+                yield FrameChunk(idx, idx / fps, (idx + 1) / fps, np.stack(imgs))
+            if self.info.partial:
+                if start + len(imgs) == 0:
+                    raise VideoError(f"{self.path.name}: {self.info.partial}")
+                return
+
+    def close(self) -> None:
+        pass
+
+
 def _open_local(path: Path, chunk_size: int):
     import decord
     try:
@@ -268,12 +331,15 @@ def check_file(path: str | Path) -> Path:
 
 
 def open_source(path: str | Path, chunk_size: int = 64, isolate: bool = False,
-                memory_mb: int | None = 2048, timeout_s: float | None = 60.0):
+                memory_mb: int | None = 2048, timeout_s: float | None = 60.0, fps: float = 30.0):
     """A frame source for `path` (see the module docstring); use it as a context manager.
+    A folder is read as frame images at `fps` (FolderSource; `isolate` does not apply).
 
     isolate: decode in a child process that may take `memory_mb` of address space beyond its
     loaded libraries (RLIMIT_AS); `timeout_s` is the longest the child may take to deliver its
     next chunk (a hang) before it is killed."""
+    if Path(path).is_dir():
+        return _Closing(FolderSource(Path(path), chunk_size, fps))
     p = check_file(path)
     if isolate:
         return IsolatedSource(p, chunk_size, memory_mb, timeout_s)

@@ -82,6 +82,15 @@ class SpotConfig:
     drop_cut: bool = True       # drop intervals cut by the track's first or last frame
     micro_max_s: float = 0.5    # longest micro-expression
     macro_max_s: float = 4.0    # longest macro-expression (longer runs are dropped)
+    method: str = "ecc"         # "ecc": registered differences to references 3-5 s away; "flow": optical
+    flow_k_s: float = 0.3       # flow between t and t -/+ flow_k_s (real clips; see FLOW and the docstring)
+    flow_top: float = 0.1       # flow: fraction of blocks (the most moved) averaged
+
+    @classmethod
+    def flow(cls, **kw) -> "SpotConfig":
+        """The optical-flow scorer with the threshold settings chosen for it on the real-clip dev split
+        (docs/spotting.md): threshold median + 4 MAD, no absolute floor, 0.05 s padding."""
+        return cls(**{"method": "flow", "c": 4.0, "min_rise": 0.0, "pad_s": 0.05, **kw})
 
 
 # ---------------------------------------------------------------------------------------- the score
@@ -110,7 +119,15 @@ class MotionScorer:
         self.tracks: dict[int, dict] = {}
         self._geometry: dict[int, list] = {}
         self._now = -np.inf
-        self.span_s = (max(c.ref_frac) + REF_TOL) * c.window_s  # a track unseen this long has ended
+        if c.method not in ("ecc", "flow"):
+            raise ValueError(f"SpotConfig.method must be 'ecc' or 'flow', not {c.method!r}")
+        # how far a score looks ahead (and back): the references' farthest distance
+        self.horizon = c.flow_k_s if c.method == "flow" else c.window_s
+        reach = 1.0 if c.method == "flow" else max(c.ref_frac)
+        self.span_s = (reach + REF_TOL) * self.horizon  # a track unseen this long has ended
+        fy, fx = self._yy[self.face > 0], self._xx[self.face > 0]
+        self._fit = np.linalg.pinv(np.c_[fx, fy, np.ones_like(fx)])  # affine least squares on the face
+        self._design = np.stack([xx, yy, np.ones_like(xx)], -1)
 
     @property
     def held(self) -> int:
@@ -189,7 +206,7 @@ class MotionScorer:
         return out
 
     def _drain(self, fid: int, final: bool) -> list[tuple[int, int, float]]:
-        tr, k = self.tracks[fid], self.config.window_s
+        tr, k = self.tracks[fid], self.horizon
         out = []
         while tr["next"] < len(tr["t"]):
             i = tr["next"]
@@ -211,7 +228,12 @@ class MotionScorer:
     def _ref(self, times: list[float], i: int, target: float, final: bool) -> int | None:
         """The frame nearest to `target`; past the track's first (or, at the end, last) frame that
         frame, when it is at least min_ref_s away."""
-        k, ti = self.config.window_s, times[i]
+        k, ti = self.horizon, times[i]
+        if self.config.method == "flow":  # short references: none past the track's ends
+            j = bisect.bisect_left(times, target)
+            near = [c for c in (j - 1, j) if 0 <= c < len(times)]
+            best = min(near, key=lambda c: abs(times[c] - target)) if near else None
+            return best if best is not None and abs(times[best] - target) <= REF_TOL * k else None
         if target < times[0] - REF_TOL * k or (target > times[-1] + REF_TOL * k and final):
             j = 0 if target < times[0] else len(times) - 1
             return j if abs(times[j] - ti) >= self.config.min_ref_s else None
@@ -220,6 +242,8 @@ class MotionScorer:
         return best if abs(times[best] - target) <= REF_TOL * k else None
 
     def _score(self, tr: dict, i: int, k: float, final: bool) -> float:
+        if self.config.method == "flow":
+            return self._flow_score(tr, i, k, final)
         times, ti = tr["t"], tr["t"][i]
         targets = [ti + sign * f * k for sign in (-1, 1) for f in self.config.ref_frac]
         refs = {self._ref(times, i, x, final) for x in targets}
@@ -229,6 +253,38 @@ class MotionScorer:
         m = self.mask(tr["eyes"][i])
         ni = self._norm(tr["g"][i])
         return float(min(self._diff(ni, self._registered(tr, r, i), m) for r in refs))
+
+    def _flow_score(self, tr: dict, i: int, k: float, final: bool) -> float:
+        """Non-rigid motion of frame i against both its neighbours k seconds away, less what moved
+        between those neighbours: per block, max(0, min(|flow(i, i-k)|, |flow(i, i+k)|) -
+        |flow(i-k, i+k)|), the mean of the top `flow_top` blocks. An expression shorter than 2k
+        that comes back scores over its frames; a drift, a turn of the head, or an expression that
+        stays (onset of a lasting change) moves the neighbours apart too and scores little."""
+        a, b = (self._ref(tr["t"], i, tr["t"][i] + sign * k, final) for sign in (-1, 1))
+        a, b = (None if r == i else r for r in (a, b))
+        if a is None and b is None:
+            return 0.0
+        m = self.mask(tr["eyes"][i])
+        sides = [self._moved(tr["g"][i], tr["g"][r], m) for r in (a, b) if r is not None]
+        moved = np.minimum(*sides) if len(sides) == 2 else sides[0]
+        if a is not None and b is not None:
+            moved = np.maximum(0.0, moved - self._moved(tr["g"][a], tr["g"][b], m))
+        v = moved.ravel()
+        n = max(1, int(round(len(v) * self.config.flow_top)))
+        return float(np.partition(v, len(v) - n)[-n:].mean())
+
+    def _moved(self, g0: np.ndarray, g1: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Per block, the mean length of the optical flow (OpenCV Farneback) from g0 to g1 after
+        the affine motion that best fits the whole face (least squares) is taken out: what is
+        left is non-rigid (expressions, speech), not the head's pose or the crop's jitter."""
+        u8 = [np.clip(g, 0, 255).astype(np.uint8) for g in (g0, g1)]
+        fl = cv2.calcOpticalFlowFarneback(u8[0], u8[1], None, 0.5, 3, 9, 3, 5, 1.1, 0)
+        on = self.face > 0
+        params = self._fit @ fl[on]                      # (3, 2): affine fit of (u, v)
+        fl = fl - self._design @ params
+        d = np.hypot(fl[..., 0], fl[..., 1]) * mask
+        b, s = self.config.block, (self.config.crop // self.config.block) * self.config.block
+        return d[:s, :s].reshape(s // b, b, s // b, b).mean((1, 3))
 
     def _registered(self, tr: dict, r: int, i: int) -> np.ndarray:
         """Crop r registered onto crop i (OpenCV ECC, affine, on the face ellipse). One ECC per pair

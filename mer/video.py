@@ -76,6 +76,7 @@ class VideoSettings:
     isolate_decoder: bool = False      # decode in a child process (a decoder crash cannot end this one)
     decoder_memory_mb: int | None = 2048   # the child's memory for decoding (beyond its libraries)
     decoder_timeout_s: float | None = 60.0  # the child's longest silence before it is killed
+    folder_fps: float = 30.0           # a folder of frame images: its frame rate (SAMM-LV 200, CAS(ME)^2 30)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     spotting: SpotConfig = field(default_factory=SpotConfig)
 
@@ -96,6 +97,7 @@ class VideoResult:
     thumbnails: list = field(default_factory=list)  # (frame, face_id, RGB crop)
     classes: list = field(default_factory=list)
     landmarks: dict | None = None  # frame, face_id, landmarks (K, 478, 3) when VideoSettings.landmarks
+    apexes: "Thumbnails | None" = None  # the kept micro-model crops: apexes.nearest(frame, face_id)
 
 
 # ---------------------------------------------------------------- records passed between stages
@@ -239,10 +241,8 @@ class Motion:
                 self.apexes.offer(fid, frame, score, mc)
 
     def apex_crop(self, frame: int, fid: int):
-        """The kept micro-model crop nearest to `frame`, within the kept crops' spacing (APEX_GAP_S,
-        `apexes.gap` frames), or None."""
-        near = [e for e in self.apexes.kept.get(fid, []) if abs(e[1] - frame) <= self.apexes.gap]
-        return min(near, key=lambda e: (abs(e[1] - frame), e[1]))[2] if near else None
+        """The kept micro-model crop nearest to `frame` (Thumbnails.nearest), or None."""
+        return self.apexes.nearest(frame, fid)
 
 
 class Rows:
@@ -328,6 +328,12 @@ class Thumbnails:
         self.k, self.gap = max(0, int(k)), max(1, int(gap))
         self.keep = 2 * self.k if keep is None else max(0, int(keep))
         self.kept: dict[int, list[tuple[float, int, np.ndarray]]] = {}
+
+    def nearest(self, index: int, face_id: int):
+        """The kept crop nearest to frame `index`, within the kept crops' spacing (`gap` frames:
+        APEX_GAP_S at the video's rate), or None."""
+        near = [e for e in self.kept.get(int(face_id), []) if abs(e[1] - index) <= self.gap]
+        return min(near, key=lambda e: (abs(e[1] - index), e[1]))[2] if near else None
 
     def offer(self, face_id: int, index: int, score: float, crop: np.ndarray) -> None:
         if not self.keep:
@@ -478,7 +484,7 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
     path = Path(path)
     classes = list(predictor.classes)
     with open_source(path, max(1, s.chunk_size), s.isolate_decoder, s.decoder_memory_mb,
-                     s.decoder_timeout_s) as src:
+                     s.decoder_timeout_s, s.folder_fps) as src:
         info = src.info
         _check_limits(path, info, s)
         if progress:
@@ -546,4 +552,5 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
            "partial": info.partial, "decoder": info.backend, "hidden_frames": info.hidden,
            "classes": classes, "checkpoint": str(getattr(predictor, "checkpoint", "")),
            "settings": s.to_dict()}
-    return VideoResult(str(path), frames_df, intervals, out, thumbs.pick(intervals), classes, mesh.arrays())
+    return VideoResult(str(path), frames_df, intervals, out, thumbs.pick(intervals), classes, mesh.arrays(),
+                       motion.apexes)

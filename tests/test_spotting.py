@@ -203,8 +203,9 @@ def test_training_spot_end_to_end(clips, analysed, tmp_path):
     """Two subjects' videos in the synth_long layout; the per-frame tables come from the analyses
     above through training.spot's cache (the same tables it would compute)."""
     import json
-    from mer.files import write_csv
-    from training.spot import main
+    from mer.predict import default_checkpoint, micro_checkpoint
+    from mer.video import VideoSettings
+    from training.spot import cache_key, main, save_analysis
     ds, out = tmp_path / "ds", tmp_path / "run"
     (ds / "videos").mkdir(parents=True)
     (ds / "videos" / "a_000.mp4").symlink_to(clips["micro"])
@@ -213,10 +214,12 @@ def test_training_spot_end_to_end(clips, analysed, tmp_path):
     pd.DataFrame([{"Subject": "a", "Filename": "a_000", "Onset": on, "Apex": (on + off) // 2, "Offset": off,
                    "Duration": off - on + 1, "Type": "Micro - 1/2", "Action Units": "1+2+5+26",
                    "Estimated Emotion": "Surprise"}]).to_csv(ds / "truth.csv", index=False)
+    cache = out / "cache" / cache_key(VideoSettings(detect_every=2), [default_checkpoint(), micro_checkpoint()])
     for name, key in (("a_000", "micro"), ("b_001", "still")):
-        write_csv(analysed[key].frames, out / "cache" / f"{name}.frames.csv")
+        save_analysis(analysed[key], cache, name)
     assert main(["--dataset", "synth", "--dataset-path", str(ds), "--out", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
+    assert [p.parent.name for p in (out / "cache").rglob("*.frames.csv")] == [cache.name] * 2  # served from it
     for t in ("micro", "macro", "overall"):
         assert {"TP", "n_spotted", "n_true", "precision", "recall", "F1"} <= set(m[t])
     assert (m["micro"]["n_true"], m["macro"]["n_true"], m["subjects"]) == (1, 0, 2)
@@ -253,7 +256,7 @@ def test_training_spot_on_a_casme2_frame_folder(clips, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["subjects"] == 1 and "no cross-validation" in m["protocol"]
     assert (m["micro"]["TP"], m["micro"]["n_true"], m["overall"]["n_spotted"]) == (1, 1, 1)
-    cached = pd.read_csv(out / "cache" / "15_0101disgustingteeth.frames.csv")
+    cached = pd.read_csv(out / "cache" / m["cache_key"] / "15_0101disgustingteeth.frames.csv")
     assert len(cached) == len(vr) and cached["motion"].notna().sum() > 100
 
 

@@ -1,9 +1,11 @@
 """Spotting evaluation on long videos, MEGC style:
 `python -m training.spot --dataset synth|samm-lv|casme2-lv|video --dataset-path P [P ...] --out runs/NAME`.
 
-1. Every video goes through mer's pipeline once (mer.video.analyze_video for video files; the same
-   detector, scorer and per-frame model over the frames of SAMM-LV / CAS(ME)^2 folders). The
-   per-frame table (motion score, class probabilities) is cached in OUT/cache, so a rerun resumes.
+1. Every video goes through the shipped pipeline once, mer.video.analyze_video (a SAMM-LV /
+   CAS(ME)^2 frame folder through mer.decode's FolderSource at the dataset's frame rate). Its
+   per-frame table (motion score, class probabilities) and the micro-model apex crops it kept are
+   cached in OUT/cache/<key>, the key a hash of mer's code (mer.provenance.code_hash), the video
+   settings and both checkpoints (sha256): a changed scorer, setting or model is analysed afresh.
 2. Spotting parameters (threshold c and min_rise, cut level rel, padding pad_s, bridging merge_s,
    shortest core min_s) are chosen by subject-grouped cross-validation (sklearn GroupKFold): for
    each fold, the grid point with the best overall F1 on the other subjects' videos spots the
@@ -14,17 +16,21 @@
    type is >= 0.5, each truth matched at most once; counts are summed over all videos, for micro,
    macro and overall (both types together).
 4. Spot-then-recognize: micro intervals are classified by the micro-expression model from the apex
-   crop, macro intervals by the per-frame model; where the truth has emotions, recognition F1
+   crop the pipeline kept (mer.video's Thumbnails.nearest, as analyze_video does), macro intervals by the per-frame model; where the truth has emotions, recognition F1
    (macro-averaged over the emotions of the true positives) and STRS = spotting F1 x recognition F1.
 
 Outputs (atomic): OUT/metrics.json, OUT/report.md, OUT/videos/<video>.intervals.csv (spotted, with
 `tp`, `iou` and the matched truth) and OUT/videos/<video>.truth.csv (truth, with `spotted`).
+Generated sets on real clips (training.synth_long --background) carry natural.csv, the clips' own
+expressions: reported apart (a spotted interval on one is not a false positive). `--method flow`
+scores with the optical-flow scorer (mer.spotting.SpotConfig.flow()).
 `--dataset video` spots plain videos (a file or a folder of them) with no truth and reports the
 intervals per minute.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import logging
@@ -36,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mer.report import atomic_write, write_csv
+from mer.files import atomic_write, write_csv
 from mer.spotting import INTERVAL_COLUMNS, SpotConfig, TYPES, match, prf, recognize, spot
 
 from .datasets.longvideo import LongVideo, read_long
@@ -57,87 +63,74 @@ def canonical_emotion(v: str) -> str:
 
 # ---------------------------------------------------------------------------------------- scoring
 
-def analyze_frames(files: list[Path], fps: float, predictor, settings, name: str = ""):
-    """mer.video's pipeline over a folder of frames of one subject (timestamps i / fps): the most
-    probable face every `detect_every` frames, interpolated between, scored and classified."""
-    from mer.faces import FaceDetector
-    from mer.images import read_image
-    from mer.spotting import MotionScorer
-    from mer.tracking import interpolate
-    from mer.video import LANDMARK_COLUMNS
-    det = FaceDetector(settings.detector_config(), device=predictor.device)
-    every = max(1, int(settings.detect_every))
-    n = len(files)
-    keys = sorted(set(range(0, n, every)) | {n - 1})
-    scorer = MotionScorer(settings.spotting)
-    rows, probs, motion = [], [], {}
-    faces: dict[int, object] = {}
-    chunk = max(every, 32)
-    for start in range(0, n, chunk):
-        idx = list(range(start, min(n, start + chunk)))
-        imgs = {i: read_image(files[i]) for i in idx}
-        k_need = [k for k in keys if k not in faces and k <= idx[-1] + every]
-        for k in k_need:
-            img = imgs.get(k)
-            found = det.detect([img if img is not None else read_image(files[k])])[0]
-            faces[k] = found[0] if found else None
-        crops = []
-        for i in idx:
-            a = max(k for k in keys if k <= i)
-            b = min(k for k in keys if k >= i)
-            fa, fb = faces.get(a), faces.get(b)
-            if fa is None or fb is None:
-                face = fa or fb
-            else:
-                face = interpolate({0: fa}, {0: fb}, (i - a) / max(1, b - a))[0]
-            if face is None:
-                rows.append((i, None))
-                continue
-            for fid, f_i, s in scorer.push(0, i, i / fps, imgs[i], face):
-                motion[f_i] = s
-            crops.append(predictor.crop(imgs[i], face))
-            rows.append((i, face))
-        if crops:
-            probs.append(predictor.classify(crops)[0])
-        for k in [k for k in faces if k < idx[0] - every]:
-            del faces[k]
-    for fid, f_i, s in scorer.flush():
-        motion[f_i] = s
-    p = np.concatenate(probs) if probs else np.zeros((0, len(predictor.classes)))
-    out, j = [], 0
-    for i, face in rows:
-        r = {"video": name, "frame": i, "time_s": round(i / fps, 6)}
-        if face is not None:
-            r.update({"face_id": 0, **dict(zip(["x1", "y1", "x2", "y2"], np.round(face.box, 2))),
-                      "det_prob": round(float(face.prob), 6),
-                      **dict(zip(LANDMARK_COLUMNS, np.round(np.asarray(face.landmarks).ravel(), 2))),
-                      **{f"p_{c}": round(float(v), 6) for c, v in zip(predictor.classes, p[j])},
-                      "motion": motion.get(i, np.nan)})
-            j += 1
-        out.append(r)
-    df = pd.DataFrame(out)
-    from mer.spotting import smooth_time
-    has = df["face_id"].notna() if "face_id" in df else pd.Series(False, index=df.index)
-    if has.any():
-        df.loc[has, "motion"] = smooth_time(df.loc[has, "motion"].to_numpy(), df.loc[has, "time_s"].to_numpy(),
-                                            settings.spotting.smooth_s)
-    return df
+def cache_key(settings, checkpoints) -> str:
+    """What a cached analysis depends on: mer's code (mer.provenance.code_hash), the video settings
+    (the scorer's included) and each checkpoint's bytes and card (sha256; None: no model)."""
+    from mer.provenance import code_hash, file_sha256
+    h = hashlib.sha256(code_hash().encode())
+    h.update(json.dumps(settings.to_dict(), sort_keys=True, default=str).encode())
+    for ck in checkpoints:
+        if ck is None:
+            h.update(b"-")
+            continue
+        for f in (Path(ck), Path(ck).with_suffix(".json")):
+            h.update(file_sha256(f).encode() if f.is_file() else b"-")
+    return h.hexdigest()[:16]
 
 
-def frames_table(v: LongVideo, predictor, settings, cache: Path) -> pd.DataFrame:
-    """The per-frame table of one video (cached)."""
-    path = cache / f"{v.name}.frames.csv"
-    if path.is_file():
-        return pd.read_csv(path)
+def analysis(v: LongVideo, predictor, micro, settings, cache: Path):
+    """(frames table, info, kept micro-model apex crops) of one video through the shipped
+    mer.video.analyze_video (a frame folder through mer.decode's FolderSource at the dataset's
+    frame rate), cached in `cache` (a folder named by cache_key)."""
+    from mer.video import analyze_video
+    hit = load_analysis(cache, v.name)
+    if hit is not None:
+        return hit
     t0 = time.time()
     if v.video is not None:
-        from mer.video import analyze_video
-        df = analyze_video(v.video, predictor, settings, name=v.name, micro_predictor=False).frames
+        src, s = v.video, settings
     else:
-        df = analyze_frames(v.frames, v.fps, predictor, settings, v.name)
-    write_csv(df, path)
-    log.info("%s: %d frames in %.0f s", v.name, len(df), time.time() - t0)
-    return df
+        from mer.decode import frame_files
+        src, s = v.frames[0].parent, replace(settings, folder_fps=v.fps)
+        if [f.name for f in frame_files(src)] != [f.name for f in v.frames]:
+            raise ValueError(f"{v.name}: the frames the sheet indexes are not the folder's images in natural order")
+    r = analyze_video(src, predictor, s, name=v.name, micro_predictor=micro or False)
+    save_analysis(r, cache, v.name)
+    log.info("%s: %d frames in %.0f s", v.name, len(r.frames), time.time() - t0)
+    return load_analysis(cache, v.name)
+
+
+def save_analysis(r, cache: Path, name: str) -> None:
+    """A mer.video.VideoResult's frames table, size and kept apex crops, into the cache (atomic)."""
+    info = {k: r.info[k] for k in ("width", "height", "fps", "n_frames")}
+    info["apex_gap"] = r.apexes.gap
+    kept = [(fid, *e) for fid, es in r.apexes.kept.items() for e in es]
+    atomic_write(cache / f"{name}.apex.npz", _npz(
+        face_id=np.array([e[0] for e in kept], np.int64), score=np.array([e[1] for e in kept], np.float64),
+        frame=np.array([e[2] for e in kept], np.int64),
+        crop=np.stack([e[3] for e in kept]) if kept else np.zeros((0, 1, 1, 3), np.uint8)))
+    write_csv(r.frames, cache / f"{name}.frames.csv")
+    atomic_write(cache / f"{name}.info.json", json.dumps(info) + "\n")  # last: marks the entry complete
+
+
+def load_analysis(cache: Path, name: str):
+    from mer.video import Thumbnails
+    table, meta, crops = (cache / f"{name}.{x}" for x in ("frames.csv", "info.json", "apex.npz"))
+    if not (table.is_file() and meta.is_file() and crops.is_file()):
+        return None
+    info = json.loads(meta.read_text())
+    apexes = Thumbnails(0, info["apex_gap"], 1)
+    with np.load(crops) as z:
+        for fid, fr, sc, cr in zip(z["face_id"], z["frame"], z["score"], z["crop"]):
+            apexes.kept.setdefault(int(fid), []).append((float(sc), int(fr), cr))
+    return pd.read_csv(table), info, apexes
+
+
+def _npz(**arrays) -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
 
 
 def subject_track(df: pd.DataFrame, size: tuple[int, int] | None = None) -> pd.DataFrame:
@@ -159,16 +152,6 @@ def subject_track(df: pd.DataFrame, size: tuple[int, int] | None = None) -> pd.D
         prob = g["det_prob"].median()
         best = max(long, key=lambda f: float(prob[f]))
     return faces[faces["face_id"] == best]
-
-
-def frame_size(v: LongVideo) -> tuple[int, int] | None:
-    """(width, height) of the video's frames (its first frame, decoded), None if unreadable."""
-    try:
-        img = apex_reader(v)(0)
-    except Exception as e:  # noqa: BLE001 - a size is a preference for choosing the subject, not a need
-        log.warning("%s: frame size unknown (%s); subject = most confident face", v.name, e)
-        return None
-    return int(img.shape[1]), int(img.shape[0])
 
 
 def spot_table(df: pd.DataFrame, cfg: SpotConfig, subject_only: bool = True) -> pd.DataFrame:
@@ -244,32 +227,6 @@ def recognition(spotted, videos, matches) -> dict:
 
 # ------------------------------------------------------------------------------------------- main
 
-def apex_reader(v: LongVideo):
-    """frame index -> RGB image of that frame (decord for videos, the file for frame folders)."""
-    from mer.images import read_image
-    if v.video is not None:
-        from mer.video import open_video
-        vr = open_video(v.video)
-        return lambda i: vr[i].asnumpy()
-    return lambda i: read_image(v.frames[i])
-
-
-def recognize_video(iv: pd.DataFrame, df: pd.DataFrame, v: LongVideo, classes, micro) -> pd.DataFrame:
-    from mer.faces import Face
-    from mer.video import LANDMARK_COLUMNS
-    read = apex_reader(v)
-
-    def crop(frame, fid):
-        row = df[(df["frame"] == frame) & (df["face_id"] == fid)]
-        if micro is None or not len(row):
-            return None
-        r = row.iloc[0]
-        face = Face(r[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), float(r["det_prob"]),
-                    r[LANDMARK_COLUMNS].to_numpy(np.float32).reshape(5, 2))
-        return micro.crop(read(frame), face)
-    return recognize(iv, df, classes, crop, micro)
-
-
 def load_videos(dataset: str, path: str) -> list[LongVideo]:
     if dataset == "video":
         p = Path(path)
@@ -291,8 +248,27 @@ def load_all(dataset: str, paths) -> list[LongVideo]:
     return videos
 
 
+def natural(spotted: list[pd.DataFrame], videos: list[LongVideo], matches) -> dict:
+    """The background clips' own (hand-labelled) expressions, apart: spotted intervals that are not
+    true positives but overlap a natural stretch are not false positives; a natural stretch is hit
+    when such an interval has IoU >= 0.5 with it (any type). Also F1 with them counted as truth."""
+    n_nat = sum(len(v.natural) for v in videos)
+    if not n_nat:
+        return {}
+    on, hits, tp, n_sp, n_true = 0, 0, 0, 0, 0
+    for iv, v, ms in zip(spotted, videos, matches):
+        used = {m["spotted"] for m in ms}
+        rest = [(int(r.onset_frame), int(r.offset_frame)) for k, r in enumerate(iv.itertuples()) if k not in used]
+        on += sum(any(min(b, d) >= max(a, c) for c, d in v.natural) for a, b in rest)
+        hits += len(match(rest, v.natural))
+        tp, n_sp, n_true = tp + len(ms), n_sp + len(iv), n_true + len(v.expressions)
+    return {"n_natural": n_nat, "natural_hit": hits, "spotted_on_natural": on,
+            "planted_precision_without_natural": round(tp / (n_sp - on), 4) if n_sp > on else 0.0,
+            "with_natural_as_truth": prf(tp + hits, n_sp, n_true + n_nat)}
+
+
 def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, device: str = "cpu",
-        max_videos: int | None = None, command: str = "") -> dict:
+        max_videos: int | None = None, command: str = "", method: str = "ecc") -> dict:
     from mer.predict import Predictor, micro_checkpoint
     from mer.video import VideoSettings
     from sklearn.model_selection import GroupKFold
@@ -300,7 +276,7 @@ def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, de
     videos = load_all(dataset, path)[:max_videos or None]
     if not videos:
         raise ValueError(f"no videos found for {dataset} at {path}")
-    base = SpotConfig()
+    base = SpotConfig.flow() if method == "flow" else SpotConfig()
     settings = VideoSettings(detect_every=detect_every, spotting=base)
     predictor = Predictor(device=device)
     try:
@@ -308,10 +284,12 @@ def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, de
     except Exception as e:  # no micro model: micro intervals get the per-frame model's class
         log.warning("micro-expression model not available (%s); micro intervals use the per-frame model", e)
         micro = None
-    tables = all_tables = [frames_table(v, predictor, settings, out / "cache") for v in videos]
+    key = cache_key(settings, [predictor.checkpoint, micro.checkpoint if micro else None])
+    analysed = [analysis(v, predictor, micro, settings, out / "cache" / key) for v in videos]
+    tables = all_tables = [a[0] for a in analysed]
     has_truth = any(v.expressions for v in videos)
     if has_truth:  # only the subject's face is scored against the truth
-        tables = [subject_track(t, frame_size(v)) for t, v in zip(tables, videos)]
+        tables = [subject_track(t, (a[1]["width"], a[1]["height"])) for t, a in zip(tables, analysed)]
     groups = [v.group for v in videos]
     n_groups = len(set(groups))
     spotted: list = [None] * len(videos)
@@ -327,9 +305,9 @@ def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, de
         protocol = f"GroupKFold({k}) by subject: parameters {list(GRID)} chosen on the other subjects' videos"
     else:
         spotted = [spot_table(t, base, subject_only=has_truth) for t in tables]
-        protocol = ("defaults (mer.spotting.SpotConfig); no cross-validation: "
+        protocol = (f"defaults ({'mer.spotting.SpotConfig.flow()' if method == 'flow' else 'mer.spotting.SpotConfig'}); no cross-validation: "
                     + ("no truth" if not has_truth else "a single subject"))
-    spotted = [recognize_video(iv, t, v, predictor.classes, micro) for iv, t, v in zip(spotted, tables, videos)]
+    spotted = [recognize(iv, t, predictor.classes, a[2].nearest, micro) for iv, t, a in zip(spotted, tables, analysed)]
     res, matches = evaluate(spotted, videos)
     defaults, _ = evaluate([spot_table(t, base) for t in tables], videos)
     minutes = sum(float(t["time_s"].max() - t["time_s"].min()) for t in all_tables) / 60 or float("nan")
@@ -341,6 +319,7 @@ def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, de
                "minutes": round(minutes, 3), "protocol": protocol, "rule": "MEGC: IoU >= 0.5 with a truth of the same type, each truth matched once",
                **{t: res[t] for t in (*TYPES, "overall")}, "defaults": defaults, "folds": fold_info,
                "intervals_per_minute": per_min, "recognition": rec, "STRS": strs,
+               "natural": natural(spotted, videos, matches), "cache_key": key,
                "spot_config": asdict(base), "detect_every": detect_every, "grid": GRID}
     for iv, v, ms in zip(spotted, videos, matches):
         iv = iv.copy()
@@ -371,6 +350,12 @@ def report_md(m: dict) -> str:
     s += [row(t, m[t]) for t in ("micro", "macro", "overall")]
     s += ["\n## Shipped defaults (no tuning)\n\n", head] + [row(t, m["defaults"][t]) for t in ("micro", "macro", "overall")]
     s.append(f"\nIntervals per minute: {m['intervals_per_minute']}\n")
+    if m.get("natural"):
+        n = m["natural"]
+        s.append(f"\nNatural expressions of the background clips (hand-labelled, apart): {n['natural_hit']} of "
+                 f"{n['n_natural']} stretches hit (IoU >= 0.5, any type); {n['spotted_on_natural']} spotted intervals "
+                 f"lie on one (not counted as false positives: planted precision {n['planted_precision_without_natural']}); "
+                 f"with them counted as truth: F1 {n['with_natural_as_truth']['F1']}.\n")
     if m["folds"]:
         s.append("\n## Folds\n\n| fold | test subjects | params | train overall F1 |\n|---|---|---|---|\n")
         s += [f"| {f['fold']} | {', '.join(f['test_subjects'])} | {f['params']} | {f['train_overall_F1']:.3f} |\n" for f in m["folds"]]
@@ -390,11 +375,13 @@ def main(argv=None) -> int:
     p.add_argument("--folds", type=int, default=5, help="GroupKFold splits (at most the number of subjects)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--method", choices=["ecc", "flow"], default="ecc",
+                   help="the motion scorer (mer.spotting.SpotConfig.method; flow: SpotConfig.flow())")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         cmd = "python -m training.spot " + " ".join(sys.argv[1:] if argv is None else argv)
-        m = run(a.dataset, a.dataset_path, Path(a.out), a.detect_every, a.folds, a.device, a.max_videos, cmd)
+        m = run(a.dataset, a.dataset_path, Path(a.out), a.detect_every, a.folds, a.device, a.max_videos, cmd, a.method)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,7 @@
 """Long synthetic videos with spotting ground truth:
-`python -m training.synth_long --faces DIR --out DIR [--videos N --seconds S --seed K]`.
+`python -m training.synth_long --faces DIR --out DIR [--videos N --seconds S --seed K]`, or planted
+into real clips: `python -m training.synth_long --background CLIP[@START-END] ... --out DIR` (see
+training.backgrounds: warps placed from each frame's tracked landmarks, natural.csv).
 
 Each video is one real face photo (found by MTCNN) animated frame by frame at 30 fps and encoded
 as H.264 (imageio-ffmpeg's bundled ffmpeg). Planted in it, never overlapping and at least
@@ -62,6 +64,8 @@ class LongConfig:
     noise: float = 2.0                 # sensor noise (grey levels, std)
     crf: int = 23                      # H.264 quality
     seed: int = 0
+    busy_gap_s: float = 0.3            # background clips: planted expressions keep this far from natural ones
+    scale: float = 1.0                 # background clips: frames resized by this factor
 
 
 @dataclass
@@ -151,8 +155,9 @@ def expression(kind: str, t0: float, dur: float, amp: float, emotion: str, rng) 
     return Event(kind, t0, t1, t0 + rise, amp, emotion, EMOTIONS[emotion], {"hold_end": t1 - fall})
 
 
-def plan_events(cfg: LongConfig, rng) -> list[Event]:
-    """Random non-overlapping expressions, then blinks and head shifts away from them."""
+def plan_events(cfg: LongConfig, rng, busy=()) -> list[Event]:
+    """Random non-overlapping expressions (kept `busy_gap_s` away from the `busy` (t0, t1)
+    intervals: a background clip's own expressions), then blinks and head shifts away from them."""
     dur, minutes = cfg.seconds, cfg.seconds / 60.0
     kinds = ["micro"] * round(cfg.micro_per_min * minutes) + ["macro"] * round(cfg.macro_per_min * minutes)
     rng.shuffle(kinds)
@@ -163,7 +168,7 @@ def plan_events(cfg: LongConfig, rng) -> list[Event]:
         for _ in range(200):
             d = rng.uniform(lo, hi)
             t0 = rng.uniform(1.0, dur - 1.0 - d)
-            if _free(t0, t0 + d, taken, cfg.gap_s):
+            if _free(t0, t0 + d, taken, cfg.gap_s) and _free(t0, t0 + d, busy, cfg.busy_gap_s):
                 events.append(expression(kind, t0, d, rng.uniform(amp_lo, amp_hi), str(rng.choice(list(EMOTIONS))), rng))
                 taken.append((t0, t0 + d))
                 break
@@ -402,19 +407,30 @@ def write_truth(df: pd.DataFrame, out: Path) -> None:
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m training.synth_long", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--faces", required=True, help="folder of face photos (each face >= 80 px is one subject)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--faces", help="folder of face photos (each face >= 80 px is one subject)")
+    src.add_argument("--background", nargs="+", metavar="CLIP[@START-END]",
+                     help="real clips to plant the expressions into (training.backgrounds)")
     p.add_argument("--out", required=True)
     for f in fields(LongConfig):
         if f.type in ("int", "float", int, float):
             p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        elif f.type in ("tuple", tuple):
+            p.add_argument("--" + f.name.replace("_", "-"), type=float, nargs=2, default=f.default,
+                           metavar=("LO", "HI"))
     a = p.parse_args(argv)
-    if not Path(a.faces).exists():
+    if a.faces and not Path(a.faces).exists():
         p.error(f"--faces {a.faces}: no such folder or photo")
-    cfg = LongConfig(**{f.name: getattr(a, f.name) for f in fields(LongConfig) if hasattr(a, f.name)})
+    cfg = LongConfig(**{f.name: (tuple(getattr(a, f.name)) if isinstance(f.default, tuple) else getattr(a, f.name))
+                        for f in fields(LongConfig) if hasattr(a, f.name)})
     if cfg.seconds < 5 or cfg.videos < 1:
         p.error("--seconds must be >= 5 and --videos >= 1")
-    df = generate(a.out, a.faces, cfg)
-    print(f"wrote {cfg.videos} videos ({cfg.seconds:g} s, {cfg.fps:g} fps) with {len(df)} planted expressions "
+    if a.background:
+        from .backgrounds import generate_on_clips
+        df = generate_on_clips(a.out, a.background, cfg)
+    else:
+        df = generate(a.out, a.faces, cfg)
+    print(f"wrote {cfg.videos} videos ({cfg.seconds:g} s) with {len(df)} planted expressions "
           f"({(df['Type'] == MICRO_TYPE).sum()} micro) to {a.out}")
 
 

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mer.decode import natural_key  # noqa: F401 - one natural order for frame files (readers and decode)
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 APEX_MISSING = ("", "-", "/", "nan", "none", "n/a", "na")
 
@@ -68,12 +70,6 @@ def as_text(v) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return " ".join(str(v).split())
-
-
-def natural_key(name: str):
-    """Sort key that orders the integers inside names numerically: img2 < img10."""
-    parts = re.split(r"(\d+)", str(name))
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in parts if p != "")
 
 
 def image_files(folder: Path) -> list[Path]:

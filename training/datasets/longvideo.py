@@ -43,6 +43,7 @@ class LongVideo:
     video: Path | None = None          # a video file (decoded with real timestamps) ...
     frames: list[Path] = field(default_factory=list)  # ... or its frames, in order
     fps: float = 0.0                   # frame folders: the dataset's frame rate
+    natural: list = field(default_factory=list)  # (onset, offset) frames of the background's own expressions
 
     @property
     def group(self) -> str:
@@ -79,7 +80,8 @@ def _to_index(numbers: dict[int, int], what: str, on, apex, off) -> tuple[int, i
 # ------------------------------------------------------------------------------------------- synth
 
 def read_synth_long(root) -> list[LongVideo]:
-    """training.synth_long output: truth.csv + videos/<Filename>.mp4 (frames already 0-based)."""
+    """training.synth_long output: truth.csv + videos/<Filename>.mp4 (frames already 0-based), and
+    natural.csv (real background clips: their own expressions, reported apart) when there."""
     root = Path(root)
     sheet = root / "truth.csv"
     if not sheet.is_file():
@@ -88,6 +90,7 @@ def read_synth_long(root) -> list[LongVideo]:
     videos = sorted((root / "videos").glob("*.mp4"))
     if not videos:
         raise FileNotFoundError(f"no videos/*.mp4 in {root}")
+    nat = pd.read_csv(root / "natural.csv", dtype={"Filename": str}) if (root / "natural.csv").is_file() else None
     out = []
     for v in videos:
         rows = truth[truth["Filename"] == v.stem]
@@ -95,7 +98,9 @@ def read_synth_long(root) -> list[LongVideo]:
         exps = [Expression(expression_type(r["Type"]), int(r["Onset"]), int(r["Apex"]), int(r["Offset"]),
                            as_text(r.get("Estimated Emotion", "")), as_text(r.get("Action Units", "")))
                 for _, r in rows.iterrows()]
-        out.append(LongVideo("synth", str(subject), v.stem, exps, video=v))
+        natural = ([(int(a), int(b)) for a, b in nat.loc[nat["Filename"] == v.stem, ["Onset", "Offset"]].to_numpy()]
+                   if nat is not None else [])
+        out.append(LongVideo("synth", str(subject), v.stem, exps, video=v, natural=natural))
     return out
 
 
