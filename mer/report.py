@@ -216,7 +216,7 @@ def write_index(rows: list[dict], out_dir: str | Path, plotlyjs: bool | str = PL
     for c in ("frames", "faces", "intervals"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
     paths = {"summary": write_csv(df, out_dir / "summary.csv")}
-    df["shares"] = [json.dumps(r.get("class_shares") or {}, sort_keys=False) for r in rows]
+    df["shares"] = [json.dumps(r.get("class_shares") or {}, sort_keys=True) for r in rows]  # as the manifest keeps them
     df["order"] = df["status"].map(STATUS_ORDER).fillna(len(STATUS_ORDER))
     df = df.sort_values("order", kind="stable")
     body = []

@@ -28,13 +28,13 @@ def _clip(path, face, events, seed):
 
 @pytest.fixture(scope="session")
 def clips(face, tmp_path_factory):
-    """micro.mp4: one 0.36-s micro-expression (surprise: AU 1+2+5+26, 4 px at apex on a ~170 px
-    face) and a blink; still.mp4: nothing but head sway, lighting drift, noise and compression;
+    """micro.mp4: one 0.36-s micro-expression (surprise: AU 1+2+5+26, 6 px at apex on a ~170 px
+    face: the FACS-local warps move less skin than the old broad bumps did at 4 px) and a blink; still.mp4: nothing but head sway, lighting drift, noise and compression;
     vfr.mp4: micro.mp4 with irregular frame drops (timestamps kept)."""
     from training.synth_long import Event, expression, to_vfr
     d = tmp_path_factory.mktemp("spot_clips")
     rng = np.random.default_rng(3)
-    micro = expression("micro", MICRO[0], MICRO[1] - MICRO[0], 4.0, "Surprise", rng)
+    micro = expression("micro", MICRO[0], MICRO[1] - MICRO[0], 6.0, "Surprise", rng)
     blink = Event("blink", 3.6, 3.8, 3.7, 1.0)
     out = {"micro": _clip(d / "micro.mp4", face, [micro, blink], 1),
            "still": _clip(d / "still.mp4", face, [], 2)}
