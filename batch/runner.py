@@ -159,6 +159,7 @@ def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, pre
     reason, when only part of the video decoded). Raises on failure. Shared by the local worker and
     the Ray engine."""
     from mer import report
+    from mer.memory import release_memory
     from mer.video import analyze_video
     settings = video_settings(job)
     predictor = predictor or load_predictor(job)
@@ -184,22 +185,6 @@ def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, pre
             "partial": _partial_reason(i)}
 
 
-def release_memory() -> None:
-    """Give freed heap memory back to the system (glibc's malloc_trim). MTCNN's later stages see a
-    new batch shape on most chunks; without this the freed blocks of every shape stay resident and
-    a worker grows by GBs over a long video (measured in bench/batch.py); with it, it stays flat."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            import ctypes
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim = None
 
 
 @contextlib.contextmanager

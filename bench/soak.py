@@ -77,12 +77,18 @@ def rss_mb(pid: int) -> float:
     return rss(pid)
 
 
-def batch_soak(args) -> int:
-    work = Path(args.work or tempfile.mkdtemp(prefix="mer-soak-"))
+def fresh_run(args, prefix: str) -> tuple[Path, Path, Path]:
+    """The work folder (made when --work is not given), its clips and an empty output folder."""
+    work = Path(args.work or tempfile.mkdtemp(prefix=prefix))
     inp = make_clips(work, args.clips)
     out = work / "out"
     if out.exists():
         shutil.rmtree(out)
+    return work, inp, out
+
+
+def batch_soak(args) -> int:
+    work, inp, out = fresh_run(args, "mer-soak-")
     log = work / "batch.log"
     cmd = [sys.executable, "-m", "batch", str(inp), "--out", str(out), "--workers", str(args.workers),
            "--detect-every", str(args.detect_every), "--max-videos-per-worker", str(args.max_videos_per_worker)]
@@ -200,11 +206,7 @@ def stop_cluster(marker: str) -> None:
 
 
 def ray_soak(args) -> int:
-    work = Path(args.work or tempfile.mkdtemp(prefix="mer-raysoak-"))
-    inp = make_clips(work, args.clips)
-    out = work / "out"
-    if out.exists():
-        shutil.rmtree(out)
+    work, inp, out = fresh_run(args, "mer-raysoak-")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     # Ray runs its workers at nice 15: on a shared machine they then starve (the local engine's
     # workers run at normal priority, so this compares like with like)

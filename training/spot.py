@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mer.files import atomic_write, write_csv
+from mer.files import VIDEO_EXTS, atomic_write, write_csv
 from mer.spotting import INTERVAL_COLUMNS, SpotConfig, TYPES, match, prf, recognize, spot
 
 from .datasets.longvideo import LongVideo, read_long
@@ -51,7 +51,6 @@ log = logging.getLogger("training.spot")
 
 GRID = {"c": [2.0, 2.5, 3.0, 4.0, 5.0], "min_rise": [0.01, 0.02, 0.03], "rel": [0.2, 0.3, 0.5],
         "pad_s": [0.05, 0.1, 0.15], "merge_s": [0.1, 0.2, 0.3], "min_s": [0.06, 0.1]}
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 EMOTION_KEYS = {"happy": "happiness", "angry": "anger", "sad": "sadness", "surprised": "surprise",
                 "disgusted": "disgust", "fearful": "fear", "positive": "happiness"}
 
@@ -279,11 +278,7 @@ def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, de
     base = SpotConfig.flow() if method == "flow" else SpotConfig()
     settings = VideoSettings(detect_every=detect_every, spotting=base)
     predictor = Predictor(device=device)
-    try:
-        micro = Predictor(micro_checkpoint(), device=device)
-    except Exception as e:  # no micro model: micro intervals get the per-frame model's class
-        log.warning("micro-expression model not available (%s); micro intervals use the per-frame model", e)
-        micro = None
+    micro = Predictor(micro_checkpoint(), device=device)  # a missing or broken micro model is an error
     key = cache_key(settings, [predictor.checkpoint, micro.checkpoint if micro else None])
     analysed = [analysis(v, predictor, micro, settings, out / "cache" / key) for v in videos]
     tables = all_tables = [a[0] for a in analysed]
