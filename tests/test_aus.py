@@ -113,6 +113,18 @@ def test_interval_labels_pick_the_au_that_rose():
     assert interval_labels(track, 30, 38)["aus"] == ""
 
 
+def test_a_small_rise_on_a_quiet_track_is_named_and_noise_alone_is_not():
+    """A micro-expression's proxies often rise by only 0.03-0.1 (docs/aus.md): on a quiet track such a
+    rise is named; windows of the same track's noise name nothing."""
+    rng = np.random.default_rng(1)
+    j = AU_NAMES.index("au01")
+    for trial in range(20):
+        track = 0.1 + rng.normal(0, 0.003, (40, len(AU_NAMES))).astype(np.float32)
+        assert interval_labels(track, 30, 38)["aus"] == "", trial
+        track[15:25, j] += np.hanning(10) * 0.042
+        assert interval_labels(track, 14, 20)["aus"] == "AU1", trial
+
+
 @pytest.fixture(scope="module")
 def au12_clip(media, detector, tmp_path_factory):
     """3 s of neutral.jpeg (training.synth_long) with one planted micro-expression: AU1+AU2+AU12,
