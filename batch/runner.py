@@ -275,6 +275,21 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def worker_pids(pid: int) -> list[int]:
+    """The batch worker processes (multiprocessing spawn children) of process `pid` (Linux /proc;
+    empty where unavailable). For watching a run from outside: the soak, the tests."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if (int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid
+                        and b"spawn_main" in (p / "cmdline").read_bytes()):
+                    out.append(int(p.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
 def summary_row(rel: str, entry: dict | None) -> dict:
     e = entry or {"status": "pending"}
     row = {"video": rel, "status": e.get("status", "pending"), "error": e.get("reason", ""),

@@ -60,21 +60,14 @@ def make_clips(folder: Path, n: int) -> Path:
     return inp
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(p.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
-
 def rss_mb(pid: int) -> float:
     from batch.runner import rss_mb as rss
     return rss(pid)
+
+
+def worker_pids(pid: int) -> list[int]:
+    from batch.runner import worker_pids as pids
+    return pids(pid)
 
 
 def fresh_run(args, prefix: str) -> tuple[Path, Path, Path]:
@@ -101,12 +94,8 @@ def batch_soak(args) -> int:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
         while proc.poll() is None:
             t = time.monotonic() - t0
-            for c in children(proc.pid):
-                try:
-                    if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes():
-                        samples.append((t, c, rss_mb(c)))
-                except OSError:
-                    pass
+            for c in worker_pids(proc.pid):
+                samples.append((t, c, rss_mb(c)))
             loads.append(os.getloadavg()[0])
             time.sleep(args.sample_s)
     wall = time.monotonic() - t0

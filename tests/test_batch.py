@@ -243,20 +243,9 @@ def small_inputs(tmp_path_factory, media):
     return d
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(p.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
-
 def _workers_of(proc) -> list[int]:
-    return [c for c in _children(proc.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+    from batch.runner import worker_pids
+    return worker_pids(proc.pid)
 
 
 def run_watching_workers(*args) -> tuple[int, str, set[int]]:
