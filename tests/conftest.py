@@ -54,3 +54,14 @@ def micro_checkpoint() -> Path:
     if not MICRO_CHECKPOINT.is_file():
         pytest.fail(f"the shipped micro-expression checkpoint is missing: {MICRO_CHECKPOINT}")
     return MICRO_CHECKPOINT
+
+
+def mixed_inputs(d: Path, media: Path, seconds: float) -> Path:
+    """A batch input folder: a generated two-face clip, a real clip in a subfolder (symlinked) and an
+    empty file that must fail."""
+    from batch.synth import make_face_clip
+    make_face_clip(d / "a_two.mp4", [media / "single_face.jpg", media / "obama.jpg"], seconds=seconds)
+    (d / "b").mkdir()
+    (d / "b" / "single.mp4").symlink_to(media / "single_face.mp4")
+    (d / "c_zero.mp4").write_bytes(b"")
+    return d

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import mixed_inputs
+
 ROOT = Path(__file__).resolve().parents[1]
 ODD = "sub dir/=odd name #1 ü.MOV"
 NON_UTF8 = os.fsdecode(b"x_\xff.mp4")  # a file name whose bytes are not UTF-8
@@ -234,13 +236,7 @@ def test_timeout_fails_only_that_video(tmp_path, media, untrained_checkpoint):
 
 @pytest.fixture(scope="module")
 def small_inputs(tmp_path_factory, media):
-    from batch.synth import make_face_clip
-    d = tmp_path_factory.mktemp("small")
-    make_face_clip(d / "a_two.mp4", [media / "single_face.jpg", media / "obama.jpg"], seconds=1.6)
-    (d / "b").mkdir()
-    (d / "b" / "single.mp4").symlink_to(media / "single_face.mp4")
-    (d / "c_zero.mp4").write_bytes(b"")
-    return d
+    return mixed_inputs(tmp_path_factory.mktemp("small"), media, seconds=1.6)
 
 
 def _workers_of(proc) -> list[int]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import mixed_inputs
+
 from test_batch import ROOT, copy_checkpoint, tree
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (optional: pip install -r requirements-ray.txt)")
@@ -36,13 +38,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, media):
-    from batch.synth import make_face_clip
-    d = tmp_path_factory.mktemp("rayin")
-    make_face_clip(d / "a_two.mp4", [media / "single_face.jpg", media / "obama.jpg"], seconds=1.2)
-    (d / "b").mkdir()
-    (d / "b" / "single.mp4").symlink_to(media / "single_face.mp4")
-    (d / "c_zero.mp4").write_bytes(b"")
-    return d
+    return mixed_inputs(tmp_path_factory.mktemp("rayin"), media, seconds=1.2)
 
 
 ARGS = ["--detect-every", "2", "--workers", "2"]
