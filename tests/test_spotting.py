@@ -228,6 +228,15 @@ def test_training_spot_end_to_end(clips, analysed, tmp_path):
     assert m["recognition"]["micro"]["n"] == m["micro"]["TP"]
     iv = pd.read_csv(out / "videos" / "a_000.intervals.csv")
     assert list(iv.columns[:len(INTERVAL_COLUMNS)]) == INTERVAL_COLUMNS and "tp" in iv.columns
+    # the intervals carry the shipped AU columns (mer.aus.label_intervals), as analyze_video's do
+    assert list(iv.columns[len(INTERVAL_COLUMNS):len(INTERVAL_COLUMNS) + 3]) == ["aus", "objective_class", "emotion"]
+    assert len(iv) and set(iv["objective_class"]) <= {"I", "II", "III", "IV", "V", "VI", "VII"}
+    shipped = analysed["micro"].intervals.set_index(["onset_frame", "offset_frame"])
+    for r in iv.itertuples():  # an interval the shipped pipeline also cut gets the same AU labels
+        if (r.onset_frame, r.offset_frame) in shipped.index:
+            got = [("" if pd.isna(x) else x) for x in (r.aus, r.objective_class, r.emotion)]
+            want = shipped.loc[(r.onset_frame, r.offset_frame), ["aus", "objective_class", "emotion"]].tolist()
+            assert got == [("" if pd.isna(x) else x) for x in want]
     assert (out / "videos" / "a_000.truth.csv").is_file() and "| micro |" in (out / "report.md").read_text()
     assert main(["--dataset", "samm-lv", "--dataset-path", str(tmp_path / "nope"), "--out", str(out)]) == 2
 

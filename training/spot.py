@@ -268,6 +268,7 @@ def natural(spotted: list[pd.DataFrame], videos: list[LongVideo], matches) -> di
 
 def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, device: str = "cpu",
         max_videos: int | None = None, command: str = "", method: str = "ecc") -> dict:
+    from mer.aus import label_intervals
     from mer.predict import Predictor, micro_checkpoint
     from mer.video import VideoSettings
     from sklearn.model_selection import GroupKFold
@@ -302,7 +303,9 @@ def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, de
         spotted = [spot_table(t, base, subject_only=has_truth) for t in tables]
         protocol = (f"defaults ({'mer.spotting.SpotConfig.flow()' if method == 'flow' else 'mer.spotting.SpotConfig'}); no cross-validation: "
                     + ("no truth" if not has_truth else "a single subject"))
-    spotted = [recognize(iv, t, predictor.classes, a[2].nearest, micro) for iv, t, a in zip(spotted, tables, analysed)]
+    # recognised and AU-labelled as mer.video.analyze_video does (class, prob, recognized_by; aus, objective_class, emotion)
+    spotted = [label_intervals(recognize(iv, t, predictor.classes, a[2].nearest, micro), t)
+               for iv, t, a in zip(spotted, tables, analysed)]
     res, matches = evaluate(spotted, videos)
     defaults, _ = evaluate([spot_table(t, base) for t in tables], videos)
     minutes = sum(float(t["time_s"].max() - t["time_s"].min()) for t in all_tables) / 60 or float("nan")
