@@ -93,6 +93,27 @@ def test_batched_faces_give_the_same_results_as_one_at_a_time(media, detector, l
         assert np.abs(alone.blendshapes - t.blendshapes).max() < 1e-4
 
 
+def test_cpu_mesh_runs_in_small_batches_with_the_same_results(media, detector, landmarker):
+    """A chunk's faces go through the mesh net CPU_BATCH at a time on the CPU (a 64-face pass spent
+    more CPU time on page faults than on the net: docs/aus.md, Speed); the split changes nothing."""
+    from mer.images import read_image
+    from mer.landmarker import CPU_BATCH
+    img = read_image(media / "single_face.jpg")
+    face = detector.detect([img])[0][0]
+    sizes = []
+    hook = landmarker.model.mesh.register_forward_hook(lambda m, i, o: sizes.append(len(i[0])))
+    try:
+        out = landmarker.run([img] * 20, [face] * 20)
+    finally:
+        hook.remove()
+    assert landmarker.batch_size == CPU_BATCH <= 16 and max(sizes) == CPU_BATCH and sum(sizes) == 20
+    whole = Landmarker(device="cpu", batch_size=64)
+    whole.model = landmarker.model
+    ref = whole.run([img] * 20, [face] * 20)
+    for a, b in zip(out, ref):
+        assert np.abs(a.landmarks - b.landmarks).max() < 1e-3 and np.abs(a.blendshapes - b.blendshapes).max() < 1e-5
+
+
 def test_objective_classes_and_emotions():
     assert objective_class({"au06", "au12"}) == "I" and emotion_from_aus({"au12"}) == "Happiness"
     assert objective_class({"au01", "au02"}) == "II"
