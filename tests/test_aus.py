@@ -171,6 +171,31 @@ def test_video_rows_and_intervals_carry_aus(au12_clip, tmp_path):
     assert "AU proxies over time" in paths["html"].read_text()
 
 
+def test_video_mesh_runs_beside_detection_with_its_own_threads(au12_clip):
+    """The mesh runs on the scoring thread (beside the next chunk's detection) with half the torch
+    threads on the CPU; the caller's torch threads, and those a new thread starts with, stay."""
+    import threading
+    from mer.predict import Predictor
+    from mer.video import VideoSettings, analyze_video
+    p = Predictor(device="cpu")
+    n = torch.get_num_threads()
+    seen = []
+    hook = p.landmarker.model.mesh.register_forward_hook(
+        lambda m, i, o: seen.append((threading.current_thread().name, torch.get_num_threads())))
+    try:
+        res = analyze_video(au12_clip, p, VideoSettings(detect_every=3, chunk_size=16))
+    finally:
+        hook.remove()
+    assert res.frames["au12"].notna().any() and seen
+    assert {name.split("_")[0] for name, _ in seen} == {"mer-score"}, seen
+    assert {k for _, k in seen} == {max(1, n // 2)}
+    fresh = []
+    t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert torch.get_num_threads() == n and fresh == [n]
+
+
 def test_cli_json_has_blendshapes_aus_and_pose(media):
     import json
     import subprocess
