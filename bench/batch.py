@@ -234,17 +234,32 @@ def device_ratio(tmp: Path, clip: Path, checkpoint, every, repeat, copies: int =
 
 def aus_ratio(clip: Path, p, settings, repeat: int) -> None:
     """Whole analyze_video fps with the face mesh + AU proxies on vs off (alternated, best of each;
-    target on/off >= 0.75), and the mesh + blendshape nets alone in crops/s (batches of 32)."""
+    target on/off >= 0.75) with the process's CPU time per frame (user + system: less sensitive to
+    other jobs on the machine than wall time), the load average, and the mesh + blendshape nets
+    alone in crops/s (the Landmarker's batch size: CPU_BATCH on the CPU)."""
     import dataclasses
     import torch
     from mer.faces import FaceDetector
     from mer.images import read_image
+    from mer.video import analyze_video
+
+    def run(aus: bool) -> tuple[float, float, float]:
+        r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        n = analyze_video(clip, p, dataclasses.replace(settings, aus=aus)).info["n_frames"]
+        w, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        return n / w, 1000 * cpu / n, 1000 * (r1.ru_stime - r0.ru_stime) / n
     on, off = [], []
     for _ in range(repeat):
-        off.append(full(clip, p, dataclasses.replace(settings, aus=False)))
-        on.append(full(clip, p, dataclasses.replace(settings, aus=True)))
-    print(f"\nAU proxies ({clip.name}): full pipeline {max(off):.1f} fps without, {max(on):.1f} fps with "
-          f"the face mesh; with / without = {max(on) / max(off):.2f}  (target >= 0.75)")
+        off.append(run(False))
+        on.append(run(True))
+    best_on, best_off = max(on), max(off)
+    print(f"\nAU proxies ({clip.name}): full pipeline {best_off[0]:.1f} fps without, {best_on[0]:.1f} fps with "
+          f"the face mesh; with / without = {best_on[0] / best_off[0]:.2f}  (target >= 0.75); load average "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"  all runs fps without {[round(x[0], 1) for x in off]}, with {[round(x[0], 1) for x in on]}; process CPU "
+          f"ms/frame (of it system) without {[f'{x[1]:.0f} ({x[2]:.0f})' for x in off]}, with "
+          f"{[f'{x[1]:.0f} ({x[2]:.0f})' for x in on]}")
     lmk = p.landmarker
     img = read_image(MEDIA / "single_face.jpg")
     face = FaceDetector(device="cpu").detect([img])[0][0]
@@ -254,14 +269,19 @@ def aus_ratio(clip: Path, p, settings, repeat: int) -> None:
     for _ in range(2):
         lmk.run(imgs, faces)
     rate = 64 / (time.perf_counter() - t)
-    x = torch.rand(32, 3, 256, 256, device=lmk.device)
+    b = lmk.batch_size
+    x = torch.rand(b, 3, 256, 256, device=lmk.device)
+    if lmk.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         lmk.model.mesh(x)
         t = time.perf_counter()
-        lmk.model.mesh(x)
-        net = 32 / (time.perf_counter() - t)
-    print(f"  mesh + blendshapes + pose per face crop (crop, nets, projection): {rate:.1f} crops/s; "
-          f"mesh net alone {net:.1f} crops/s on {lmk.device} ({torch.get_num_threads()} threads)")
+        for _ in range(max(1, 32 // b)):
+            lmk.model.mesh(x)
+        net = max(1, 32 // b) * b / (time.perf_counter() - t)
+    print(f"  mesh + blendshapes + pose per face crop (crop, nets, projection; 32 faces in batches of {b}): "
+          f"{rate:.1f} crops/s; mesh net alone {net:.1f} crops/s at batch {b} on {lmk.device} "
+          f"({torch.get_num_threads()} threads); load average {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ Head pose: a weighted similarity fit (Umeyama) of MediaPipe's canonical face mod
 vertices and Procrustes weights, from the bundle's geometry metadata) onto the landmarks, in image
 axes with y up and z towards the camera; yaw, pitch, roll in degrees from R = Rz(roll) Ry(yaw)
 Rx(pitch). Orthographic (no camera intrinsics), so it is a relative measure for a face in frame.
-All faces of a chunk go through each network in one forward pass.
+The faces of a chunk go through each network in batches (CPU_BATCH on the CPU, 64 on CUDA).
 """
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ from .models.facemesh import BLENDSHAPE_LANDMARKS, BLENDSHAPE_NAMES, INPUT_SIZE
 DEFAULT_LANDMARKER = Path(__file__).resolve().parent / "weights" / "face_landmarker.safetensors"
 ROI_SCALE = 1.5           # MediaPipe's RectTransformation scale for the face region
 EYE_OUTER = (33, 263)     # MediaPipe's rotation keypoints on the mesh (outer corners of the eyes)
+# Faces per forward pass on the CPU. The mesh's first stages are wide (16 x 128 x 128 per face) and
+# cheap per pixel, so large batches spend their time on fresh memory: at 64 faces a pass, 18.7 ms of
+# each frame's CPU time went to page faults (system time), 1.5 ms at 8 (docs/aus.md, Speed).
+CPU_BATCH = 8
 
 
 @dataclass
@@ -125,7 +129,7 @@ def head_pose(lm: np.ndarray, canonical: np.ndarray, weights: np.ndarray) -> tup
 
 class Landmarker:
     def __init__(self, checkpoint: str | Path = DEFAULT_LANDMARKER, device: str | torch.device = "auto",
-                 refine: bool = False, batch_size: int = 64):
+                 refine: bool = False, batch_size: int | None = None):
         from .checkpoint import load_checkpoint
         from .faces import resolve_device
         self.device = resolve_device(device)
@@ -135,7 +139,8 @@ class Landmarker:
         self.canonical = self.model.canonical.cpu().double().numpy()
         self.weights = self.model.procrustes_weights.cpu().double().numpy()
         self.subset = torch.tensor(BLENDSHAPE_LANDMARKS)
-        self.refine, self.batch_size = refine, batch_size
+        self.refine = refine
+        self.batch_size = int(batch_size or (CPU_BATCH if self.device.type == "cpu" else 64))
         if self.device.type == "cpu":
             self.model.mesh.to(memory_format=torch.channels_last)
 

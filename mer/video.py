@@ -15,8 +15,9 @@ per face and the per-row table):
     track     stable face ids (mer.tracking), faces interpolated between keyframes
     crop      aligned face crop per face (Predictor.crop)
     classify  class probabilities for all crops of a chunk in one batch
-    mesh      face mesh, 52 blendshapes, head pose, AU proxies for all faces of a chunk in one batch
-              (mer.landmarker.MeshStage; VideoSettings.aus, on by default)
+    mesh      face mesh, 52 blendshapes, head pose, AU proxies for the faces of a chunk, batched
+              (mer.landmarker.MeshStage; VideoSettings.aus, on by default); runs with rows and
+              motion on one background thread beside the next chunk's decode/detect/classify
     rows      the per-row table (each face row's motion cell waits for its score) and
               (optionally) annotated preview frames
     motion    a per-face motion score: mer.spotting.MotionScorer (streaming; a frame's score is
@@ -417,11 +418,21 @@ def micro_model_for(predictor):
 
 class Overlap:
     """Runs `fn(item)` for each submitted item on one background thread, in order, at most one
-    item in flight: `submit` waits for the previous item first (and re-raises its error there)."""
+    item in flight: `submit` waits for the previous item first (and re-raises its error there).
+    `torch_threads`: that thread's own number of torch CPU threads (others keep theirs)."""
 
-    def __init__(self, fn: Callable):
+    def __init__(self, fn: Callable, torch_threads: int | None = None):
         from concurrent.futures import ThreadPoolExecutor
-        self.fn, self.pool, self.pending = fn, ThreadPoolExecutor(1, thread_name_prefix="mer-motion"), None
+        self.fn, self.pool, self.pending = fn, ThreadPoolExecutor(1, thread_name_prefix="mer-score"), None
+        if torch_threads:
+            import torch
+            # torch.set_num_threads sets the calling thread's OpenMP team size and a process-wide
+            # default that a thread reads when it first uses torch (get_num_threads does): on the
+            # background thread, first use then set; then put the default back from this thread
+            # (whose own count stays as it is)
+            mine = torch.get_num_threads()
+            self.pool.submit(lambda: (torch.get_num_threads(), torch.set_num_threads(int(torch_threads)))).result()
+            torch.set_num_threads(mine)
 
     def submit(self, item) -> None:
         self._wait()
@@ -444,6 +455,15 @@ class Overlap:
 
 
 # ---------------------------------------------------------------- the pipeline
+
+def mesh_threads(predictor) -> int | None:
+    """Torch CPU threads for the mesh on the scoring thread: half of this thread's (at least one),
+    so that the two threads' torch work does not ask for more cores than there are; None on CUDA."""
+    import torch
+    if getattr(predictor, "device", None) is None or torch.device(predictor.device).type != "cpu":
+        return None
+    return max(1, torch.get_num_threads() // 2)
+
 
 def open_video(path: str | Path):
     """decord VideoReader with a clear VideoError for missing, empty or undecodable files."""
@@ -501,26 +521,28 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
         mesh = MeshStage(predictor.landmarker if s.aus else None, s.landmarks)
 
         def score(frames: list[FrameRecord]) -> None:
+            mesh(frames)
             rows.add(frames)
             motion(frames)
             if shown:
                 shown.add(frames)
 
-        # the motion score (OpenCV, one core) of a chunk runs beside the next chunk's decoding,
-        # detection and classification (torch): one chunk in flight, in order
-        scoring = Overlap(score)
+        # the face mesh (torch) and the motion score (OpenCV) of a chunk run on one background
+        # thread beside the next chunk's decoding, detection and classification (torch): one chunk
+        # in flight, in order; on the CPU that thread's torch gets half the threads (docs/aus.md)
+        scoring = Overlap(score, mesh_threads(predictor) if mesh.landmarker is not None else None)
         try:
             if preview is not None:
                 preview.open(info.width, info.height, info.fps)
             done = 0
             chunks = src.chunks()
             while (chunk := next(chunks, None)) is not None:
-                scoring.submit(mesh(classify(crop(track(detect(frame_records(chunk)))))))
+                scoring.submit(classify(crop(track(detect(frame_records(chunk))))))
                 done = int(chunk.index[-1]) + 1
                 del chunk  # memory: the chunk being decoded and the one being scored
                 if progress:
                     progress(done, info.n_frames)
-            scoring.submit(mesh(classify(crop(track.flush()))))
+            scoring.submit(classify(crop(track.flush())))
             scoring.close()
             if not rows.frame:
                 raise VideoError(f"{path.name}: the video has no decodable frames")

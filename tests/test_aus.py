@@ -93,6 +93,27 @@ def test_batched_faces_give_the_same_results_as_one_at_a_time(media, detector, l
         assert np.abs(alone.blendshapes - t.blendshapes).max() < 1e-4
 
 
+def test_cpu_mesh_runs_in_small_batches_with_the_same_results(media, detector, landmarker):
+    """A chunk's faces go through the mesh net CPU_BATCH at a time on the CPU (a 64-face pass spent
+    more CPU time on page faults than on the net: docs/aus.md, Speed); the split changes nothing."""
+    from mer.images import read_image
+    from mer.landmarker import CPU_BATCH
+    img = read_image(media / "single_face.jpg")
+    face = detector.detect([img])[0][0]
+    sizes = []
+    hook = landmarker.model.mesh.register_forward_hook(lambda m, i, o: sizes.append(len(i[0])))
+    try:
+        out = landmarker.run([img] * 20, [face] * 20)
+    finally:
+        hook.remove()
+    assert landmarker.batch_size == CPU_BATCH <= 16 and max(sizes) == CPU_BATCH and sum(sizes) == 20
+    whole = Landmarker(device="cpu", batch_size=64)
+    whole.model = landmarker.model
+    ref = whole.run([img] * 20, [face] * 20)
+    for a, b in zip(out, ref):
+        assert np.abs(a.landmarks - b.landmarks).max() < 1e-3 and np.abs(a.blendshapes - b.blendshapes).max() < 1e-5
+
+
 def test_objective_classes_and_emotions():
     assert objective_class({"au06", "au12"}) == "I" and emotion_from_aus({"au12"}) == "Happiness"
     assert objective_class({"au01", "au02"}) == "II"
@@ -160,6 +181,31 @@ def test_video_rows_and_intervals_carry_aus(au12_clip, tmp_path):
     lm = np.load(paths["landmarks"])
     assert lm["landmarks"].shape == (len(face_rows), 478, 3) and len(lm["frame"]) == len(face_rows)
     assert "AU proxies over time" in paths["html"].read_text()
+
+
+def test_video_mesh_runs_beside_detection_with_its_own_threads(au12_clip):
+    """The mesh runs on the scoring thread (beside the next chunk's detection) with half the torch
+    threads on the CPU; the caller's torch threads, and those a new thread starts with, stay."""
+    import threading
+    from mer.predict import Predictor
+    from mer.video import VideoSettings, analyze_video
+    p = Predictor(device="cpu")
+    n = torch.get_num_threads()
+    seen = []
+    hook = p.landmarker.model.mesh.register_forward_hook(
+        lambda m, i, o: seen.append((threading.current_thread().name, torch.get_num_threads())))
+    try:
+        res = analyze_video(au12_clip, p, VideoSettings(detect_every=3, chunk_size=16))
+    finally:
+        hook.remove()
+    assert res.frames["au12"].notna().any() and seen
+    assert {name.split("_")[0] for name, _ in seen} == {"mer-score"}, seen
+    assert {k for _, k in seen} == {max(1, n // 2)}
+    fresh = []
+    t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert torch.get_num_threads() == n and fresh == [n]
 
 
 def test_cli_json_has_blendshapes_aus_and_pose(media):
