@@ -38,8 +38,13 @@ MAX_VIDEOS_PER_WORKER = 100     # default: a worker is replaced after this many 
 # - few malloc arenas: freed frame buffers go back instead of piling up in per-thread arenas;
 # - a bounded oneDNN primitive cache: MTCNN's later stages see a new batch shape on most chunks, so
 #   the default (1024 entries) grows for a long time; 64 keeps the common shapes (8 cost ~10 % of
-#   detection time; 10-minute vs 10-second clip peak memory 1.08 with 64, bench/batch.py).
-WORKER_ENV = {"MALLOC_ARENA_MAX": "2", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}
+#   detection time; 10-minute vs 10-second clip peak memory 1.08 with 64, bench/batch.py);
+# - OpenMP threads that sleep rather than spin while they wait: a video runs torch in two threads at
+#   once (detection/classification, and the face mesh beside the motion score), and spinning waiters
+#   of one pool burn the cores the other needs: with the face mesh on, ~35-38 vs ~29-33 fps and ~50
+#   vs ~62 ms CPU per frame on a 2-core CPU (bench/batch.py). Not set for the app: sleeping waiters
+#   cost a single photo's latency (~170 vs ~100 ms), which the image and live tabs feel.
+WORKER_ENV = {"MALLOC_ARENA_MAX": "2", "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 @dataclass

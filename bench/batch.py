@@ -310,6 +310,9 @@ def main() -> None:
     if args.mem_child:
         return mem_child(args.mem_child, args.checkpoint, args.device, args.detect_every, args.chunk_size)
 
+    from batch.runner import WORKER_ENV
+    for k, v in WORKER_ENV.items():  # measured as the batch workers run (set before torch loads)
+        os.environ.setdefault(k, v)
     import torch
     from batch.synth import make_face_clip
     from mer.faces import resolve_device

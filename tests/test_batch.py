@@ -249,8 +249,16 @@ def run_watching_workers(*args) -> tuple[int, str, set[int]]:
     proc = subprocess.Popen([sys.executable, "-m", "batch", *map(str, args)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     seen: set[int] = set()
+    run_watching_workers.environ = {}  # worker pid -> its environment (the last run's)
     while proc.poll() is None:
-        seen.update(_workers_of(proc))
+        for w in _workers_of(proc):
+            seen.add(w)
+            if w not in run_watching_workers.environ:
+                try:
+                    raw = Path(f"/proc/{w}/environ").read_bytes().split(b"\0")
+                    run_watching_workers.environ[w] = dict(e.decode().split("=", 1) for e in raw if b"=" in e)
+                except OSError:
+                    pass
         time.sleep(0.05)
     return proc.returncode, proc.stderr.read(), seen
 
@@ -269,6 +277,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(small_inputs, untrained_c
     code, err, workers = run_watching_workers(small_inputs, "--out", ref, *args)
     assert code == 1, err                                                   # c_zero.mp4 fails
     assert len(workers) == 1  # one persistent worker analysed both videos (the empty file needs none)
+    env = next(iter(run_watching_workers.environ.values()))  # OpenMP waiters sleep, few malloc arenas
+    assert env.get("OMP_WAIT_POLICY") == "PASSIVE" and env.get("MALLOC_ARENA_MAX") == "2"
 
     proc = subprocess.Popen([sys.executable, "-m", "batch", str(small_inputs), "--out", str(killed), *map(str, args)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
