@@ -231,10 +231,14 @@ class Workdir:
     def __init__(self, max_age_s: float = 600):
         self.root = Path(tempfile.mkdtemp(prefix="mer-app-"))
         self.max_age_s = max_age_s
+        self.pruned = 0.0  # last prune (the live tab asks for a folder every frame: prune once a minute)
         atexit.register(shutil.rmtree, self.root, True)
 
     def new(self) -> Path:
         now = time.time()
+        if now - self.pruned < min(60.0, self.max_age_s / 10):
+            return Path(tempfile.mkdtemp(dir=self.root))
+        self.pruned = now
         for d in self.root.iterdir():
             try:
                 if now - d.stat().st_mtime > self.max_age_s:

@@ -128,9 +128,7 @@ def load_predictor(job: Job, checkpoint: str | None = None, micro_checkpoint: st
     here, never a silent fallback."""
     import torch
     from mer.predict import MICRO_CHECKPOINT, Predictor
-    torch.set_num_threads(max(1, job.threads))
-    torch.backends.cudnn.allow_tf32 = False        # the same numbers on CUDA as on CPU (no TF32)
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_num_threads(max(1, job.threads))  # exact CUDA math: Predictor sets it (mer.faces.exact_cuda)
     predictor = Predictor(checkpoint or job.checkpoint, device=job.device)
     micro = micro_checkpoint or job.micro_checkpoint or (MICRO_CHECKPOINT if MICRO_CHECKPOINT.is_file() else None)
     predictor.micro = Predictor(micro, device=predictor.device) if micro else None
@@ -176,7 +174,7 @@ def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, pre
             progress(done, total)
     with _decodable_path(video) as path:
         res = analyze_video(path, predictor, settings, progress=each_chunk, name=name,
-                            micro_predictor=(predictor.micro or False) if hasattr(predictor, "micro") else None)
+                            micro_predictor=predictor.micro or False)
     res.path = display_name(str(video))  # the report's title must be writable text
     out = Path(out_dir)
     target = out / rel

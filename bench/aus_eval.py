@@ -49,10 +49,10 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=None,
                     help="analysis cache (training.spot's OUT/cache to reuse its analyses; default: cache/ beside --out)")
     a = ap.parse_args()
-    from mer.aus import AU_NAMES, label_intervals, objective_class
+    from mer.aus import AU_NAMES, objective_class
     from mer.predict import Predictor, micro_checkpoint
-    from mer.spotting import SpotConfig, prf, recognize
-    from mer.video import VideoSettings
+    from mer.spotting import SpotConfig, prf
+    from mer.video import VideoSettings, recognize_intervals
     from training.datasets.longvideo import read_long
     from training.spot import analysis, cache_key, evaluate, spot_table, subject_track
     videos = read_long("synth", a.root)
@@ -66,8 +66,8 @@ def main() -> int:
     for v in videos:
         frames, info, apexes = analysis(v, pred, micro, settings, cache)
         t = subject_track(frames, (info["width"], info["height"]))
-        iv = recognize(spot_table(t, settings.spotting), t, pred.classes, apexes.nearest, micro)
-        spotted.append(label_intervals(iv, t))
+        spotted.append(recognize_intervals(spot_table(t, settings.spotting), t, pred.classes, apexes.nearest, micro,
+                                           settings.micro_by))
         print(v.name, "done", file=sys.stderr)
     res, matches = evaluate(spotted, videos)
     au_tp = au_fp = au_fn = 0

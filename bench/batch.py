@@ -95,11 +95,18 @@ def naive(path, predictor, max_frames=120) -> float:
     return n / (time.perf_counter() - t)
 
 
-def full(path, predictor, settings) -> float:
+def timed(path, predictor, settings) -> tuple[float, float, float]:
+    """Whole analyze_video: (fps, process CPU ms per frame (user + system), of it system)."""
     from mer.video import analyze_video
-    t = time.perf_counter()
-    r = analyze_video(path, predictor, settings)
-    return r.info["n_frames"] / (time.perf_counter() - t)
+    r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    n = analyze_video(path, predictor, settings).info["n_frames"]
+    w, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return n / w, 1000 * cpu / n, 1000 * (r1.ru_stime - r0.ru_stime) / n
+
+
+def full(path, predictor, settings) -> float:
+    return timed(path, predictor, settings)[0]
 
 
 def mem_child(path: str, checkpoint: str, device: str, every: int, chunk: int) -> None:
@@ -241,18 +248,10 @@ def aus_ratio(clip: Path, p, settings, repeat: int) -> None:
     import torch
     from mer.faces import FaceDetector
     from mer.images import read_image
-    from mer.video import analyze_video
-
-    def run(aus: bool) -> tuple[float, float, float]:
-        r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        n = analyze_video(clip, p, dataclasses.replace(settings, aus=aus)).info["n_frames"]
-        w, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        return n / w, 1000 * cpu / n, 1000 * (r1.ru_stime - r0.ru_stime) / n
     on, off = [], []
     for _ in range(repeat):
-        off.append(run(False))
-        on.append(run(True))
+        off.append(timed(clip, p, dataclasses.replace(settings, aus=False)))
+        on.append(timed(clip, p, dataclasses.replace(settings, aus=True)))
     best_on, best_off = max(on), max(off)
     print(f"\nAU proxies ({clip.name}): full pipeline {best_off[0]:.1f} fps without, {best_on[0]:.1f} fps with "
           f"the face mesh; with / without = {best_on[0] / best_off[0]:.2f}  (target >= 0.75); load average "

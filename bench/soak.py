@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 MEDIA = Path(os.environ.get("MER_MEDIA", ROOT.parent / "shared" / "media"))
 
+from batch.runner import rss_mb, worker_pids  # noqa: E402 (after the path is set)
+
 
 def make_clips(folder: Path, n: int) -> Path:
     """n clips: symlinks to the real single_face.mp4 and to a generated 2 s two-face clip, alternating."""
@@ -58,16 +60,6 @@ def make_clips(folder: Path, n: int) -> Path:
         target = MEDIA / "single_face.mp4" if k % 2 == 0 else two
         (inp / f"c{k:04d}.mp4").symlink_to(target)
     return inp
-
-
-def rss_mb(pid: int) -> float:
-    from batch.runner import rss_mb as rss
-    return rss(pid)
-
-
-def worker_pids(pid: int) -> list[int]:
-    from batch.runner import worker_pids as pids
-    return pids(pid)
 
 
 def fresh_run(args, prefix: str) -> tuple[Path, Path, Path]:

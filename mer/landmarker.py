@@ -138,7 +138,6 @@ class Landmarker:
             raise ValueError(f"{checkpoint}: a {self.card.arch} checkpoint, not face_landmarker")
         self.canonical = self.model.canonical.cpu().double().numpy()
         self.weights = self.model.procrustes_weights.cpu().double().numpy()
-        self.subset = torch.tensor(BLENDSHAPE_LANDMARKS)
         self.refine = refine
         self.batch_size = int(batch_size or (CPU_BATCH if self.device.type == "cpu" else 64))
         if self.device.type == "cpu":

@@ -16,6 +16,7 @@ holds only a few small grayscale crops per face.
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .aus import au_code, top_aus
 from .faces import DetectorConfig, Face
 from .images import read_image
 from .render import draw_predictions
@@ -56,14 +58,14 @@ class LiveFace:
     def to_dict(self) -> dict:
         d = {"face_id": self.face_id, **self.prediction.to_dict(), "motion": round(self.motion, 6),
              "motion_rolling": round(self.rolling, 6)}
-        if getattr(self.prediction, "mesh", None) is not None:
-            d["top_aus"] = {f"AU{int(n[2:])}": round(v, 3) for n, v in self.top_aus()}
+        if self.prediction.mesh is not None:
+            d["top_aus"] = {f"AU{au_code(n)}": round(v, 3) for n, v in self.top_aus}
         return d
 
-    def top_aus(self, k: int = 3) -> list[tuple[str, float]]:
-        """The face's strongest AU proxies (mer.aus.top_aus), empty without a mesh."""
-        from .aus import top_aus
-        return top_aus(self.prediction.aus, k) if getattr(self.prediction, "mesh", None) is not None else []
+    @functools.cached_property
+    def top_aus(self) -> list[tuple[str, float]]:
+        """The face's three strongest AU proxies (mer.aus.top_aus), empty without a mesh."""
+        return top_aus(self.prediction.aus) if self.prediction.mesh is not None else []
 
 
 @dataclass
@@ -146,4 +148,4 @@ def draw_live(img: np.ndarray, faces: list[LiveFace]) -> np.ndarray:
     proxies under its box."""
     return draw_predictions(img, [f.prediction for f in faces],
                             notes=[f"id {f.face_id} motion {f.rolling:.3f}" + "".join(
-                                f" AU{int(n[2:])} {v:.2f}" for n, v in f.top_aus()) for f in faces])
+                                f" AU{au_code(n)} {v:.2f}" for n, v in f.top_aus) for f in faces])

@@ -255,7 +255,7 @@ def au_bars_figure(preds, classes) -> go.Figure:
     """Image tab: class probabilities per face (left) next to each face's AU proxies (right)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    from .aus import AU_LABELS, AU_NAMES
+    from .aus import AU_LABELS, AU_NAMES, au_code
     fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.08,
                         subplot_titles=("class probabilities", "AU proxies (from blendshapes)"))
     for i, p in enumerate(preds):
@@ -264,7 +264,7 @@ def au_bars_figure(preds, classes) -> go.Figure:
                              legendgroup=f"f{i}", marker_color=col), row=1, col=1)
         aus = getattr(p, "aus", {}) or {}
         if aus:
-            fig.add_trace(go.Bar(x=[f"AU{int(n[2:])}" for n in AU_NAMES], y=[aus[n] for n in AU_NAMES],
+            fig.add_trace(go.Bar(x=[f"AU{au_code(n)}" for n in AU_NAMES], y=[aus[n] for n in AU_NAMES],
                                  name=f"AU proxies of face {i}", legendgroup=f"f{i}", showlegend=False, marker_color=col,
                                  hovertext=[AU_LABELS[n] for n in AU_NAMES]), row=1, col=2)
     fig.update_yaxes(range=[0, 1], row=1, col=1, title_text="probability")
@@ -281,7 +281,7 @@ def au_heatmap_figure(result, max_faces: int = 4, max_points: int = 2000) -> go.
     import pandas as pd
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    from .aus import AU_LABELS, AU_NAMES
+    from .aus import AU_LABELS, AU_NAMES, au_code
     df = result.frames
     if AU_NAMES[0] not in df.columns:
         fig = go.Figure()
@@ -291,7 +291,7 @@ def au_heatmap_figure(result, max_faces: int = 4, max_points: int = 2000) -> go.
     ids = [int(i) for i in faces["face_id"].value_counts().sort_index().index][:max_faces]
     fig = make_subplots(rows=max(1, len(ids)), cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=[f"face {i}: AU proxies" for i in ids] or ["no faces"])
-    labels = [f"AU{int(n[2:])}" for n in AU_NAMES]
+    labels = [f"AU{au_code(n)}" for n in AU_NAMES]
     for r, fid in enumerate(ids, start=1):
         g = faces[faces["face_id"] == fid]
         g = g.iloc[::max(1, int(np.ceil(len(g) / max_points)))]

@@ -50,7 +50,7 @@ from .aus import add_mesh_columns, label_intervals, mesh_vector, recognize_micro
 from .landmarker import MeshStage
 
 __all__ = ["FRAME_COLUMNS", "FaceRecord", "FrameRecord", "VideoError", "VideoResult",
-           "VideoSettings", "analyze_video", "open_video", "spot_intervals"]
+           "VideoSettings", "analyze_video", "open_video", "recognize_intervals", "spot_intervals"]
 
 LANDMARK_COLUMNS = ["le_x", "le_y", "re_x", "re_y", "nose_x", "nose_y", "ml_x", "ml_y", "mr_x", "mr_y"]
 FRAME_COLUMNS = ["video", "frame", "time_s", "face_id", "x1", "y1", "x2", "y2", "det_prob",
@@ -456,6 +456,14 @@ class Overlap:
 
 # ---------------------------------------------------------------- the pipeline
 
+def recognize_intervals(intervals, frames, classes, apex_crop, micro, micro_by: str = "micro_model"):
+    """Spotted intervals -> recognised (class, prob, recognized_by: mer.spotting.recognize) and
+    AU-labelled (aus, objective_class, emotion: mer.aus.label_intervals); with micro_by="aus" micro
+    intervals take their AU-based emotion as class. What analyze_video and training.spot both do."""
+    intervals = label_intervals(recognize(intervals, frames, classes, apex_crop, micro), frames)
+    return recognize_micro_by_aus(intervals) if micro_by == "aus" else intervals
+
+
 def mesh_threads(predictor) -> int | None:
     """Torch CPU threads for the mesh on the scoring thread: half of this thread's (at least one),
     so that the two threads' torch work does not ask for more cores than there are; None on CUDA."""
@@ -549,10 +557,7 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             motion.flush()
             frames_df, end_s = rows.table(name or path.name, classes, s.spotting.smooth_s)
             intervals = spot_intervals(frames_df, end_s, s.spotting)
-            intervals = recognize(intervals, frames_df, classes, motion.apex_crop, micro or None)
-            intervals = label_intervals(intervals, frames_df)
-            if s.micro_by == "aus":
-                intervals = recognize_micro_by_aus(intervals)
+            intervals = recognize_intervals(intervals, frames_df, classes, motion.apex_crop, micro or None, s.micro_by)
             if preview is not None:
                 preview.close()
         except BaseException:

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from mer.files import VIDEO_EXTS, atomic_write, write_csv
-from mer.spotting import INTERVAL_COLUMNS, SpotConfig, TYPES, match, prf, recognize, spot
+from mer.spotting import INTERVAL_COLUMNS, SpotConfig, TYPES, match, prf, spot
 
 from .datasets.longvideo import LongVideo, read_long
 
@@ -268,9 +268,8 @@ def natural(spotted: list[pd.DataFrame], videos: list[LongVideo], matches) -> di
 
 def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, device: str = "cpu",
         max_videos: int | None = None, command: str = "", method: str = "ecc") -> dict:
-    from mer.aus import label_intervals
     from mer.predict import Predictor, micro_checkpoint
-    from mer.video import VideoSettings
+    from mer.video import VideoSettings, recognize_intervals
     from sklearn.model_selection import GroupKFold
     out = Path(out)
     videos = load_all(dataset, path)[:max_videos or None]
@@ -280,7 +279,7 @@ def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, de
     settings = VideoSettings(detect_every=detect_every, spotting=base)
     predictor = Predictor(device=device)
     micro = Predictor(micro_checkpoint(), device=device)  # a missing or broken micro model is an error
-    key = cache_key(settings, [predictor.checkpoint, micro.checkpoint if micro else None])
+    key = cache_key(settings, [predictor.checkpoint, micro.checkpoint])
     analysed = [analysis(v, predictor, micro, settings, out / "cache" / key) for v in videos]
     tables = all_tables = [a[0] for a in analysed]
     has_truth = any(v.expressions for v in videos)
@@ -303,8 +302,7 @@ def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, de
         spotted = [spot_table(t, base, subject_only=has_truth) for t in tables]
         protocol = (f"defaults ({'mer.spotting.SpotConfig.flow()' if method == 'flow' else 'mer.spotting.SpotConfig'}); no cross-validation: "
                     + ("no truth" if not has_truth else "a single subject"))
-    # recognised and AU-labelled as mer.video.analyze_video does (class, prob, recognized_by; aus, objective_class, emotion)
-    spotted = [label_intervals(recognize(iv, t, predictor.classes, a[2].nearest, micro), t)
+    spotted = [recognize_intervals(iv, t, predictor.classes, a[2].nearest, micro, settings.micro_by)
                for iv, t, a in zip(spotted, tables, analysed)]
     res, matches = evaluate(spotted, videos)
     defaults, _ = evaluate([spot_table(t, base) for t in tables], videos)
