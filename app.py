@@ -35,9 +35,13 @@ from mer.live import LiveConfig, LiveSession
 from mer.memory import limit_arenas, release_memory
 from mer.predict import Predictor
 from mer.render import draw_predictions
+from mer.spotting import DEFAULT_METHOD, METHODS
 
 log = logging.getLogger("mer.app")
 ROOT = Path(__file__).resolve().parent
+SPOT_METHOD_INFO = ("flow: optical flow against the frames 0.3 s before and after (real video: head motion, "
+                    "speech, hands); ecc: registered differences to the frames 3-5 s away (a steady head). "
+                    "docs/spotting.md has what each was measured on.")
 EXAMPLES = ROOT / "examples"
 
 
@@ -56,6 +60,7 @@ class AppSettings:
     max_video_s: float = field(default_factory=lambda: _env("MER_MAX_VIDEO_S", 60.0, float))
     max_video_side: int = field(default_factory=lambda: _env("MER_MAX_VIDEO_SIDE", 1920, int))
     detect_every: int = field(default_factory=lambda: _env("MER_DETECT_EVERY", 3, int))
+    spot_method: str = field(default_factory=lambda: _env("MER_SPOT_METHOD", DEFAULT_METHOD))
     preview_side: int = field(default_factory=lambda: _env("MER_PREVIEW_SIDE", 640, int))
     max_display_side: int = 1600    # the annotated image is shrunk to this for the browser
     concurrency: int = field(default_factory=lambda: _env("MER_CONCURRENCY", 2, int))
@@ -68,11 +73,18 @@ class AppSettings:
     server_name: str = field(default_factory=lambda: _env("GRADIO_SERVER_NAME", "127.0.0.1"))
     server_port: int = field(default_factory=lambda: _env("GRADIO_SERVER_PORT", 7860, int))
 
-    def video_settings(self):
+    def __post_init__(self):
+        if self.spot_method not in METHODS:
+            raise ValueError(f"MER_SPOT_METHOD={self.spot_method!r}: choose one of {', '.join(METHODS)}")
+
+    def video_settings(self, spot_method: str | None = None):
         """Uploads are decoded in a child process (memory cap, timeout): a decoder crash or hang
-        ends the child, not the server."""
+        ends the child, not the server. `spot_method`: the visitor's choice of motion scorer
+        (default: MER_SPOT_METHOD)."""
+        from mer.spotting import SpotConfig
         from mer.video import VideoSettings
         return VideoSettings(detect_every=self.detect_every, max_duration_s=self.max_video_s,
+                             spotting=SpotConfig.for_method(spot_method or self.spot_method),
                              max_side=self.max_video_side, isolate_decoder=True,
                              decoder_memory_mb=self.decoder_memory_mb, decoder_timeout_s=self.decoder_timeout_s)
 
@@ -305,13 +317,15 @@ class Workbench:
         return self.predict_image(image, gradcam, session)
 
     @user_errors("Video analysis")
-    def analyze_video(self, video, session: Model | None, progress=gr.Progress()):
+    def analyze_video(self, video, spot_method: str | None, session: Model | None, progress=gr.Progress()):
         from mer.encode import PreviewWriter
         from mer.report import au_heatmap_figure, timeline_figure, write_csv
         from mer.video import VideoError, analyze_video
         s = self.settings
         if video is None:
             raise Refused("No video: upload a clip first.")
+        if spot_method not in (None, "", *METHODS):
+            raise Refused(f"Unknown spotting method {spot_method!r}: choose one of {', '.join(METHODS)}.")
         if self.micro_error:
             raise Refused(f"Videos cannot be analysed: the micro-expression model could not be loaded "
                           f"({self.micro_error}); the server's operator can fix it or set MER_MICRO_CHECKPOINT=none.")
@@ -324,7 +338,7 @@ class Workbench:
         out = self.work.new()
         preview = PreviewWriter(out / f"{path.stem}.preview.mp4", s.preview_side)  # written on the way
         try:  # decoded in a child process with a memory cap and a timeout (mer.decode)
-            res = analyze_video(path, m.predictor, s.video_settings(), preview=preview,
+            res = analyze_video(path, m.predictor, s.video_settings(spot_method), preview=preview,
                                 micro_predictor=self.micro.predictor if self.micro else False,
                                 progress=lambda d, t: progress((d, t), desc="analysing", unit="frames"))
         except VideoError as e:
@@ -399,6 +413,7 @@ def limits_named(msg: str, s: AppSettings) -> str:
 
 
 def video_summary(info: dict, name: str) -> str:
+    from mer.report import spot_method
     notes = []
     if info.get("partial"):
         notes.append(f"**Partly analysed:** {info['partial']}")
@@ -411,7 +426,7 @@ def video_summary(info: dict, name: str) -> str:
     return (f"**{info['n_frames']} frames**, {info['duration_s']:.2f} s at {info['fps']:.2f} fps, "
             f"{info['width']}×{info['height']}; **{info['n_faces']} face track(s)**, "
             f"dominant class: {info['dominant_class'] or '—'}; "
-            f"**{info['n_intervals']} spotted interval(s)**. Model: `{name}`.\n\n" + "\n\n".join(notes))
+            f"**{info['n_intervals']} spotted interval(s)** (`{spot_method(info)}` motion scorer). Model: `{name}`.\n\n" + "\n\n".join(notes))
 
 
 # ---------------------------------------------------------------- one builder per tab
@@ -446,6 +461,8 @@ def video_tab(wb: Workbench, session: gr.State) -> None:
         with gr.Row():
             with gr.Column(scale=1):
                 vid_in = quiet(gr.Video(sources=["upload"], label="Clip", elem_id="video-input"))
+                method = gr.Radio(list(METHODS), value=s.spot_method, label="Spotting: motion scorer",
+                                  info=SPOT_METHOD_INFO, elem_id="spot-method")
                 btn = gr.Button("Analyse", variant="primary", elem_id="analyze-video")
             with gr.Column(scale=1):
                 vid_out = gr.Video(label="Annotated preview (H.264)", elem_id="video-output")
@@ -458,7 +475,7 @@ def video_tab(wb: Workbench, session: gr.State) -> None:
         exv = sorted(EXAMPLES.glob("*.mp4"))
         if exv:
             gr.Examples([[str(p)] for p in exv], [vid_in])
-        btn.click(wb.analyze_video, [vid_in, session], [msg, vid_out, plot, iv, csv, au_fig],
+        btn.click(wb.analyze_video, [vid_in, method, session], [msg, vid_out, plot, iv, csv, au_fig],
                   api_name="analyze_video").then(lambda f: f, au_fig, au_plot, api_name=False)
 
 

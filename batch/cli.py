@@ -12,6 +12,8 @@ from mer.files import VIDEO_EXTS  # these import the standard library only: usag
 from .runner import MAX_VIDEOS_PER_WORKER, STARTUP_LIMIT_S
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SPOT_METHODS = ("ecc", "flow")  # mer.spotting.METHODS, not imported here (OpenCV, pandas): a test keeps them equal
+SPOT_METHOD = "ecc"             # mer.spotting.DEFAULT_METHOD (the same test)
 EXTS = ", ".join(sorted(e.lstrip(".") for e in VIDEO_EXTS))
 
 EPILOG = """\
@@ -50,6 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="downscale frames to this longer side for detection (default 320; 0 = full size)")
     ap.add_argument("--no-aus", action="store_true",
                     help="skip the face mesh: no bs_*/yaw/pitch/roll/au* columns, no interval AUs")
+    ap.add_argument("--spot-method", default=SPOT_METHOD, choices=list(SPOT_METHODS),
+                    help="motion scorer for spotting (mer.spotting.SpotConfig.for_method): 'flow' = optical flow "
+                         "against frames 0.3 s before and after, for real video (head motion, speech); 'ecc' = "
+                         "registered differences to frames 3-5 s away, for a steady head (default %(default)s; "
+                         "docs/spotting.md has the figures of both)")
     ap.add_argument("--landmarks", action="store_true",
                     help="also write NAME.landmarks.npz (478 face-mesh landmarks per face and frame)")
     ap.add_argument("--workers", type=int, default=1, metavar="N", help="videos processed at once (default 1)")
@@ -218,8 +225,12 @@ def _run(args, inp: Path, out: Path, videos: list[str], manifest, pool) -> int:
 def settings_from_args(args) -> dict:
     """The VideoSettings fields the command line sets, as a dict (the worker builds the
     mer.video.VideoSettings from it, defaults filled in: batch.runner.video_settings)."""
+    from dataclasses import asdict
+
+    from mer.spotting import SpotConfig
     return {"detect_every": args.detect_every, "detect_max_side": args.detect_max_side or None,
-            "aus": not args.no_aus, "landmarks": args.landmarks}
+            "aus": not args.no_aus, "landmarks": args.landmarks,
+            "spotting": asdict(SpotConfig.for_method(args.spot_method))}
 
 
 def describe_here(args, job) -> dict:

@@ -10,7 +10,7 @@ FER2013 per-frame model, micro model, face mesh + AU proxies) by training.spot's
 analysis (training.spot.analysis, same settings, same cache key): with `--cache` set to a
 training.spot run's OUT/cache on the same videos, nothing is analysed twice (default: a `cache`
 folder beside `--out`). As in training.spot, only the subject's face is scored
-(training.spot.subject_track), spotted with the shipped defaults (mer.spotting.SpotConfig) and
+(training.spot.subject_track), spotted with the shipped defaults (mer.video.VideoSettings().spotting) and
 recognised as analyze_video does (mer.spotting.recognize, then mer.aus.label_intervals for `aus`,
 `objective_class`, `emotion`); matched to the truth by the MEGC rule (training.spot.evaluate: IoU
 >= 0.5, same type). Over the true positives: AU detection F1 (the interval's `aus` vs the planted
@@ -51,14 +51,14 @@ def main() -> int:
     a = ap.parse_args()
     from mer.aus import AU_NAMES, objective_class
     from mer.predict import Predictor, micro_checkpoint
-    from mer.spotting import SpotConfig, prf
+    from mer.spotting import prf
     from mer.video import VideoSettings, recognize_intervals
     from training.datasets.longvideo import read_long
     from training.spot import analysis, cache_key, evaluate, spot_table, subject_track
     videos = read_long("synth", a.root)
     pred = Predictor(device="cpu")
     micro = Predictor(micro_checkpoint(), device="cpu")
-    settings = VideoSettings(detect_every=a.detect_every, spotting=SpotConfig())  # training.spot's defaults
+    settings = VideoSettings(detect_every=a.detect_every)  # the shipped spotting defaults, as training.spot
     cache = (a.cache or ((a.out.parent if a.out else Path("runs")) / "cache")) / cache_key(
         settings, [pred.checkpoint, micro.checkpoint])
     proxied = {int(n[2:]) for n in AU_NAMES}
@@ -87,7 +87,7 @@ def main() -> int:
                          "objective_class": s["objective_class"], "au_emotion": s["emotion"],
                          "model_class": s["class"], "recognized_by": s["recognized_by"]})
     df = pd.DataFrame(rows)
-    out = {"videos": len(videos), "cache": str(cache), "spot_config": "mer.spotting.SpotConfig() (shipped defaults)",
+    out = {"videos": len(videos), "cache": str(cache), "spot_config": f"shipped defaults (method {settings.spotting.method})",
            "spotting": {t: res[t] for t in ("micro", "macro", "overall")},
            "au_detection": prf(au_tp, au_tp + au_fp, au_tp + au_fn)}
     for typ in ("micro", "macro", "all"):

@@ -104,12 +104,18 @@ STYLE = ("<style>body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
          ".thumbs figure{display:inline-block;margin:4px;text-align:center;font-size:12px}</style>")
 
 
+def spot_method(info: dict) -> str:
+    """The motion scorer an analysis spotted with (mer.spotting.SpotConfig.method), from its info."""
+    return str(((info.get("settings") or {}).get("spotting") or {}).get("method", ""))
+
+
 def video_html(result, plotlyjs: bool | str = True) -> str:
     import pandas as pd
     info = result.info
     title = html.escape(Path(result.path).name)
-    meta = pd.DataFrame([{k: info.get(k) for k in ("n_frames", "fps", "duration_s", "width", "height",
-                                                      "n_faces", "dominant_class", "n_intervals")}])
+    meta = pd.DataFrame([{**{k: info.get(k) for k in ("n_frames", "fps", "duration_s", "width", "height",
+                                                         "n_faces", "dominant_class", "n_intervals")},
+                          "spot_method": spot_method(info)}])
     thumbs = "".join(f'<figure><img alt="face {fid} frame {fr}" src="data:image/png;base64,{_png_b64(c)}">'
                      f"<figcaption>face {fid}, frame {fr}</figcaption></figure>"
                      for fr, fid, c in result.thumbnails)

@@ -55,6 +55,8 @@ import pandas as pd
 INTERVAL_COLUMNS = ["face_id", "type", "onset_frame", "apex_frame", "offset_frame", "onset_s", "apex_s",
                     "offset_s", "class", "prob", "score", "recognized_by"]
 TYPES = ("micro", "macro")
+METHODS = ("ecc", "flow")  # SpotConfig.method: the motion scorer (see SpotConfig.for_method)
+DEFAULT_METHOD = "ecc"     # what mer.video.VideoSettings, python -m batch and the app use unless told
 REF_TOL = 0.25  # a reference frame may be this fraction of window_s off its target time
 
 
@@ -92,6 +94,13 @@ class SpotConfig:
         (docs/spotting.md): threshold median + 4 MAD, no absolute floor, 0.05 s padding."""
         return cls(**{"method": "flow", "c": 4.0, "min_rise": 0.0, "pad_s": 0.05, **kw})
 
+    @classmethod
+    def for_method(cls, method: str, **kw) -> "SpotConfig":
+        """The shipped settings of a scorer: "ecc" -> SpotConfig(), "flow" -> SpotConfig.flow()."""
+        if method not in METHODS:
+            raise ValueError(f"unknown spotting method {method!r}: choose one of {', '.join(METHODS)}")
+        return cls.flow(**kw) if method == "flow" else cls(**kw)
+
 
 # ---------------------------------------------------------------------------------------- the score
 
@@ -119,7 +128,7 @@ class MotionScorer:
         self.tracks: dict[int, dict] = {}
         self._geometry: dict[int, list] = {}
         self._now = -np.inf
-        if c.method not in ("ecc", "flow"):
+        if c.method not in METHODS:
             raise ValueError(f"SpotConfig.method must be 'ecc' or 'flow', not {c.method!r}")
         # how far a score looks ahead (and back): the references' farthest distance
         self.horizon = c.flow_k_s if c.method == "flow" else c.window_s

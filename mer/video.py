@@ -44,7 +44,7 @@ import pandas as pd
 
 from .decode import FrameChunk, VideoError, check_file, clean_error, diagnose, open_source
 from .faces import DetectorConfig, Face, FaceDetector
-from .spotting import INTERVAL_COLUMNS, MotionScorer, SpotConfig, recognize, smooth_time, spot
+from .spotting import DEFAULT_METHOD, INTERVAL_COLUMNS, MotionScorer, SpotConfig, recognize, smooth_time, spot
 from .tracking import IoUTracker, TrackerConfig, interpolate
 from .aus import add_mesh_columns, label_intervals, mesh_vector, recognize_micro_by_aus
 from .landmarker import MeshStage
@@ -79,7 +79,7 @@ class VideoSettings:
     decoder_timeout_s: float | None = 60.0  # the child's longest silence before it is killed
     folder_fps: float = 30.0           # a folder of frame images: its frame rate (SAMM-LV 200, CAS(ME)^2 30)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
-    spotting: SpotConfig = field(default_factory=SpotConfig)
+    spotting: SpotConfig = field(default_factory=lambda: SpotConfig.for_method(DEFAULT_METHOD))
 
     def detector_config(self) -> DetectorConfig:
         return DetectorConfig(min_face_size=self.min_face_size, min_prob=self.min_prob,

@@ -123,9 +123,11 @@ def predict(client, path, gradcam=False):
     return client.predict(handle_file(str(path)), gradcam, api_name="/predict_image")
 
 
-def analyze(client, path):
+def analyze(client, path, spot_method=None):
+    """The video tab's endpoint; without `spot_method` the radio's default (MER_SPOT_METHOD) is used."""
     from gradio_client import handle_file
-    return client.predict(handle_file(str(path)), api_name="/analyze_video")
+    extra = () if spot_method is None else (spot_method,)
+    return client.predict(handle_file(str(path)), *extra, api_name="/analyze_video")
 
 
 def error_of(fn, *a) -> str:
@@ -288,6 +290,29 @@ def test_video_tab_says_how_it_differs_from_the_batch_tool_and_that_is_true(serv
     num = [c for c in want.columns if c not in ("video", "top_class")]
     assert np.allclose(got[num].to_numpy(float), want[num].to_numpy(float), atol=1e-4, equal_nan=True)
     assert (got["top_class"].fillna("") == want["top_class"].fillna("")).all()
+
+
+def test_video_tab_spots_with_the_motion_scorer_chosen(client, media):
+    """The video tab's radio picks the spotting motion scorer (mer.spotting.METHODS; default
+    mer.spotting.DEFAULT_METHOD): the summary names it, the CSV's motion column is what
+    analyze_video gives with that scorer, and the two scorers give different scores."""
+    from mer.predict import Predictor
+    from mer.spotting import DEFAULT_METHOD, METHODS, SpotConfig
+    from mer.video import VideoSettings, analyze_video
+    clip = media / "single_face.mp4"
+    pred = Predictor(app_checkpoint_path(), device="cpu")
+    motion = {}
+    for method in METHODS:
+        summary, _, _, iv, csv = analyze(client, clip, method)
+        assert f"(`{method}` motion scorer)" in summary, summary
+        got = pd.read_csv(csv)
+        want = analyze_video(clip, pred, VideoSettings(detect_every=2, spotting=SpotConfig.for_method(method)),
+                             micro_predictor=False).frames
+        assert np.allclose(got["motion"].to_numpy(float), want["motion"].to_numpy(float), atol=1e-4, equal_nan=True)
+        motion[method] = got["motion"].to_numpy(float)
+    assert not np.allclose(*motion.values(), atol=1e-3, equal_nan=True)
+    assert f"(`{DEFAULT_METHOD}` motion scorer)" in analyze(client, clip)[0]
+    assert "bogus" in error_of(analyze, client, clip, "bogus")
 
 
 def app_checkpoint_path() -> Path:

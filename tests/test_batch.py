@@ -194,6 +194,9 @@ def test_intervals_are_real_and_consistent_with_the_frames(planted_run):
 def test_help_and_usage_errors(tmp_path, untrained_checkpoint):
     h = run_batch("--help")
     assert h.returncode == 0 and "exit codes" in h.stdout and "2  usage" in h.stdout
+    assert "--spot-method {ecc,flow}" in h.stdout
+    r = run_batch(tmp_path, "--out", tmp_path / "o", "--spot-method", "bogus")
+    assert r.returncode == 2 and "invalid choice: 'bogus'" in r.stderr
     assert run_batch(tmp_path / "missing", "--out", tmp_path / "o").returncode == 2
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"nope")
@@ -484,10 +487,10 @@ def test_changed_micro_checkpoint_or_code_redoes_the_videos(media, untrained_che
     (tmp_path / "in" / "one.mp4").symlink_to(media / "single_face.mp4")
     micro = copy_checkpoint(micro_checkpoint, tmp_path / "micro")
 
-    def run():
+    def run(*extra):
         r = subprocess.run([sys.executable, "-m", "batch", str(tmp_path / "in"), "--out", str(tmp_path / "o"),
                             "--checkpoint", str(untrained_checkpoint), "--micro-checkpoint", str(micro),
-                            "--detect-every", "8"], cwd=code, capture_output=True, text=True, timeout=300)
+                            "--detect-every", "8", *extra], cwd=code, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         return re.search(r"(\d+) to run", r.stderr).group(1)
 
@@ -504,3 +507,16 @@ def test_changed_micro_checkpoint_or_code_redoes_the_videos(media, untrained_che
     with open(code / "mer" / "spotting.py", "a") as f:  # the code of mer changed (its copy here)
         f.write("\n# an edit\n")
     assert run() == "1"
+    html = (tmp_path / "o" / "one.mp4.html").read_text()
+    from mer.spotting import DEFAULT_METHOD
+    assert f"<td>{DEFAULT_METHOD}</td>" in html      # the report names the motion scorer
+    other = next(m for m in ("ecc", "flow") if m != DEFAULT_METHOD)
+    assert run("--spot-method", other) == "1"     # another motion scorer: redone, and said so
+    assert f"<td>{other}</td>" in (tmp_path / "o" / "one.mp4.html").read_text()
+
+
+def test_the_driver_names_the_motion_scorers_as_mer_does():
+    """batch.cli lists the scorers without importing mer.spotting (OpenCV, pandas): the same names."""
+    from batch.cli import SPOT_METHOD, SPOT_METHODS
+    from mer.spotting import DEFAULT_METHOD, METHODS
+    assert SPOT_METHODS == METHODS and SPOT_METHOD == DEFAULT_METHOD

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from mer.files import VIDEO_EXTS, atomic_write, write_csv
-from mer.spotting import INTERVAL_COLUMNS, SpotConfig, TYPES, match, prf, spot
+from mer.spotting import DEFAULT_METHOD, INTERVAL_COLUMNS, METHODS, SpotConfig, TYPES, match, prf, spot
 
 from .datasets.longvideo import LongVideo, read_long
 
@@ -267,7 +267,7 @@ def natural(spotted: list[pd.DataFrame], videos: list[LongVideo], matches) -> di
 
 
 def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, device: str = "cpu",
-        max_videos: int | None = None, command: str = "", method: str = "ecc") -> dict:
+        max_videos: int | None = None, command: str = "", method: str = DEFAULT_METHOD) -> dict:
     from mer.predict import Predictor, micro_checkpoint
     from mer.video import VideoSettings, recognize_intervals
     from sklearn.model_selection import GroupKFold
@@ -275,7 +275,7 @@ def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, de
     videos = load_all(dataset, path)[:max_videos or None]
     if not videos:
         raise ValueError(f"no videos found for {dataset} at {path}")
-    base = SpotConfig.flow() if method == "flow" else SpotConfig()
+    base = SpotConfig.for_method(method)
     settings = VideoSettings(detect_every=detect_every, spotting=base)
     predictor = Predictor(device=device)
     micro = Predictor(micro_checkpoint(), device=device)  # a missing or broken micro model is an error
@@ -371,7 +371,7 @@ def main(argv=None) -> int:
     p.add_argument("--folds", type=int, default=5, help="GroupKFold splits (at most the number of subjects)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-videos", type=int, default=None)
-    p.add_argument("--method", choices=["ecc", "flow"], default="ecc",
+    p.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
                    help="the motion scorer (mer.spotting.SpotConfig.method; flow: SpotConfig.flow())")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
