@@ -324,8 +324,6 @@ class Workbench:
         s = self.settings
         if video is None:
             raise Refused("No video: upload a clip first.")
-        if spot_method not in (None, "", *METHODS):
-            raise Refused(f"Unknown spotting method {spot_method!r}: choose one of {', '.join(METHODS)}.")
         if self.micro_error:
             raise Refused(f"Videos cannot be analysed: the micro-expression model could not be loaded "
                           f"({self.micro_error}); the server's operator can fix it or set MER_MICRO_CHECKPOINT=none.")

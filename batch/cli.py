@@ -12,8 +12,8 @@ from mer.files import VIDEO_EXTS  # these import the standard library only: usag
 from .runner import MAX_VIDEOS_PER_WORKER, STARTUP_LIMIT_S
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-SPOT_METHODS = ("ecc", "flow")  # mer.spotting.METHODS, not imported here (OpenCV, pandas): a test keeps them equal
-SPOT_METHOD = "ecc"             # mer.spotting.DEFAULT_METHOD (the same test)
+SPOT_METHODS = ("auto", "ecc", "flow")  # mer.spotting.METHODS, not imported here (OpenCV, pandas): a test keeps them equal
+SPOT_METHOD = "auto"            # mer.spotting.DEFAULT_METHOD (the same test)
 EXTS = ", ".join(sorted(e.lstrip(".") for e in VIDEO_EXTS))
 
 EPILOG = """\
@@ -225,12 +225,9 @@ def _run(args, inp: Path, out: Path, videos: list[str], manifest, pool) -> int:
 def settings_from_args(args) -> dict:
     """The VideoSettings fields the command line sets, as a dict (the worker builds the
     mer.video.VideoSettings from it, defaults filled in: batch.runner.video_settings)."""
-    from dataclasses import asdict
-
-    from mer.spotting import SpotConfig
     return {"detect_every": args.detect_every, "detect_max_side": args.detect_max_side or None,
             "aus": not args.no_aus, "landmarks": args.landmarks,
-            "spotting": asdict(SpotConfig.for_method(args.spot_method))}
+            "spotting": {"method": args.spot_method}}  # the worker builds SpotConfig.for_method from it
 
 
 def describe_here(args, job) -> dict:

@@ -149,12 +149,13 @@ def describe(job: Job, predictor) -> dict:
 
 def video_settings(job: Job):
     """The job's mer.video.VideoSettings (fields the job leaves out take their defaults)."""
-    from mer.spotting import SpotConfig
+    from mer.spotting import DEFAULT_METHOD, SpotConfig
     from mer.tracking import TrackerConfig
     from mer.video import VideoSettings
     s = dict(job.settings)
+    spot = dict(s.get("spotting", {}))
     return VideoSettings(**{**s, "tracker": TrackerConfig(**s.get("tracker", {})),
-                            "spotting": SpotConfig(**s.get("spotting", {}))})
+                            "spotting": SpotConfig.for_method(spot.pop("method", DEFAULT_METHOD), **spot)})
 
 
 def analyze_one(video: str, rel: str, out_dir: str, job: Job, progress=None, predictor=None) -> dict:

@@ -105,8 +105,13 @@ STYLE = ("<style>body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
 
 
 def spot_method(info: dict) -> str:
-    """The motion scorer an analysis spotted with (mer.spotting.SpotConfig.method), from its info."""
-    return str(((info.get("settings") or {}).get("spotting") or {}).get("method", ""))
+    """The motion scorer an analysis spotted with (mer.spotting.SpotConfig.method), from its info;
+    for "auto" also the one each face track got, e.g. "auto: face 0 flow"."""
+    method = str(((info.get("settings") or {}).get("spotting") or {}).get("method", ""))
+    by = info.get("motion_by") or {}
+    if method != "auto" or not by:
+        return method
+    return "auto: " + ", ".join(f"face {k} {v}" for k, v in sorted(by.items(), key=lambda kv: int(kv[0])))
 
 
 def video_html(result, plotlyjs: bool | str = True) -> str:

@@ -44,7 +44,8 @@ import pandas as pd
 
 from .decode import FrameChunk, VideoError, check_file, clean_error, diagnose, open_source
 from .faces import DetectorConfig, Face, FaceDetector
-from .spotting import DEFAULT_METHOD, INTERVAL_COLUMNS, MotionScorer, SpotConfig, recognize, smooth_time, spot
+from .spotting import (DEFAULT_METHOD, INTERVAL_COLUMNS, MotionScorer, SpotConfig, choose_method, recognize,
+                       smooth_time, spot, track_config)
 from .tracking import IoUTracker, TrackerConfig, interpolate
 from .aus import add_mesh_columns, label_intervals, mesh_vector, recognize_micro_by_aus
 from .landmarker import MeshStage
@@ -55,7 +56,7 @@ __all__ = ["FRAME_COLUMNS", "FaceRecord", "FrameRecord", "VideoError", "VideoRes
 LANDMARK_COLUMNS = ["le_x", "le_y", "re_x", "re_y", "nose_x", "nose_y", "ml_x", "ml_y", "mr_x", "mr_y"]
 FRAME_COLUMNS = ["video", "frame", "time_s", "face_id", "x1", "y1", "x2", "y2", "det_prob",
                  *LANDMARK_COLUMNS]  # then p_<class> per class, top_class, top_prob, motion, detected
-TAIL_COLUMNS = ["top_class", "top_prob", "motion", "detected"]
+TAIL_COLUMNS = ["top_class", "top_prob", "motion", "motion_by", "detected"]
 APEX_GAP_S = 0.2   # kept thumbnail / apex crops are at least this far apart (in frames at the video's rate)
 APEX_KEEP = 400    # micro-model crops kept per face (the highest-scoring moments) for the apexes
 
@@ -207,58 +208,100 @@ class Classify:
 
 
 class Motion:
-    """The motion stage: mer.spotting.MotionScorer over each frame and face. A frame's score is known
-    `window_s` later (an ended track's, `span_s` after its last frame), so scores are handed on as
-    they come: to `scored([(face_id, frame, score), ...])` (the rows), and with the frame's crops
-    (held meanwhile) to the thumbnail store and to the store of micro-model crops from which the
-    apex of each micro interval is recognised."""
+    """The motion stage: one mer.spotting.MotionScorer per scorer the settings run
+    (SpotConfig.scorers(): both ECC and flow for "auto") over each frame and face. A frame's score
+    is known `window_s` later (an ended track's, `span_s` after its last frame), so scores are handed
+    on as they come: to `scored(name, [(face_id, frame, score), ...])` (the rows), and with the
+    frame's crops (held until every scorer has scored the frame) to that scorer's thumbnail store
+    and store of micro-model crops, from which the apex of each micro interval is recognised.
+    `use(chosen)` then says which scorer each face track is spotted with (mer.spotting.choose_method)."""
 
-    def __init__(self, scorer: MotionScorer, scored: Callable[[list], None], thumbs: "Thumbnails",
-                 apexes: "Thumbnails", micro=None):
-        self.scorer, self.scored, self.thumbs, self.apexes, self.micro = scorer, scored, thumbs, apexes, micro
-        self.pending: dict[tuple[int, int], tuple] = {}   # (frame, face_id) -> crops awaiting a score
+    def __init__(self, config: SpotConfig, scored: Callable[[str, list], None], n_thumbnails: int, gap: int,
+                 apex_keep: int, micro=None):
+        self.scorers = {m: MotionScorer(config.resolved(m)) for m in config.scorers()}
+        self.scored, self.micro = scored, micro
+        self.thumbs = {m: Thumbnails(n_thumbnails, gap) for m in self.scorers}
+        self.apexes = {m: Thumbnails(0, gap, apex_keep) for m in self.scorers}
+        self.pending: dict[tuple[int, int], list] = {}   # (frame, face_id) -> [crop, micro crop, scorers left]
+        self.chosen: dict[int, str] = {}
 
     def __call__(self, frames: list[FrameRecord]) -> list[FrameRecord]:
         for f in frames:
-            self._take(self.scorer.advance(f.start_s))  # tracks that ended: scored, crops released
+            for m, sc in self.scorers.items():
+                self._take(m, sc.advance(f.start_s))  # tracks that ended: scored, crops released
             for r in f.faces:
                 mc = self.micro.crop(f.image, r.face) if self.micro else None
-                self.pending[(f.index, r.face_id)] = (r.crop, mc)
-                self._take(self.scorer.push(r.face_id, f.index, f.start_s, f.image, r.face))
+                self.pending[(f.index, r.face_id)] = [r.crop, mc, len(self.scorers)]
+                for m, sc in self.scorers.items():
+                    self._take(m, sc.push(r.face_id, f.index, f.start_s, f.image, r.face))
         return frames
 
     def flush(self) -> None:
-        self._take(self.scorer.flush())
+        for m, sc in self.scorers.items():
+            self._take(m, sc.flush())
 
-    def _take(self, out) -> None:
+    def _take(self, method: str, out) -> None:
         if not out:
             return
-        self.scored(out)
+        self.scored(method, out)
         for fid, frame, score in out:
-            crop, mc = self.pending.pop((frame, fid), (None, None))
+            held = self.pending.get((frame, fid))
+            if held is None:
+                continue
+            crop, mc, left = held
             if crop is not None:
-                self.thumbs.offer(fid, frame, score, crop)
+                self.thumbs[method].offer(fid, frame, score, crop)
             if mc is not None:
-                self.apexes.offer(fid, frame, score, mc)
+                self.apexes[method].offer(fid, frame, score, mc)
+            held[2] = left - 1
+            if held[2] <= 0:
+                del self.pending[(frame, fid)]
+
+    def use(self, chosen: dict[int, str]) -> None:
+        """The scorer each face track is spotted with: its thumbnails and apex crops are used."""
+        self.chosen = dict(chosen)
+
+    def _store(self, stores: dict, fid: int) -> "Thumbnails":
+        return stores.get(self.chosen.get(int(fid)), next(iter(stores.values())))
 
     def apex_crop(self, frame: int, fid: int):
         """The kept micro-model crop nearest to `frame` (Thumbnails.nearest), or None."""
-        return self.apexes.nearest(frame, fid)
+        return self._store(self.apexes, fid).nearest(frame, fid)
+
+    def chosen_apexes(self) -> "Thumbnails":
+        """One store of micro-model crops: each face's from the scorer it was spotted with."""
+        first = next(iter(self.apexes.values()))
+        out = Thumbnails(0, first.gap, first.keep)
+        faces = {f for store in self.apexes.values() for f in store.kept}
+        out.kept = {f: self._store(self.apexes, f).kept.get(f, []) for f in sorted(faces)}
+        return out
+
+    def pick(self, intervals: pd.DataFrame) -> list[tuple[int, int, np.ndarray]]:
+        """The thumbnails (Thumbnails.pick), each face's from the store of the scorer it was spotted with."""
+        if len(self.thumbs) == 1:
+            return next(iter(self.thumbs.values())).pick(intervals)
+        out = []
+        for m, store in self.thumbs.items():
+            faces = {f for f in store.kept if self._store(self.thumbs, f) is store}
+            sub = Thumbnails(store.k, store.gap, store.keep)
+            sub.kept = {f: v for f, v in store.kept.items() if f in faces}
+            out += sub.pick(intervals[intervals["face_id"].isin(faces)] if len(intervals) else intervals)
+        return sorted(out, key=lambda e: (e[0], e[1]))[:max((t.k for t in self.thumbs.values()), default=0)]
 
 
 class Rows:
     """The per-row table, one row per frame x face (one row for a frame without faces)."""
 
-    def __init__(self, n_classes: int):
+    def __init__(self, n_classes: int, scorers: tuple[str, ...] = ("ecc",)):
         self.frame: list[int] = []
         self.start: list[float] = []
         self.end: list[float] = []
         self.face_id: list = []
         self.detected: list = []
-        self.motion: list[float] = []
+        self.motion: dict[str, list[float]] = {m: [] for m in scorers}  # scorer -> one score per row (NaN until known)
         self.num: list[np.ndarray] = []   # box 4, det_prob 1, landmarks 10, probs: one float32 vector per row
         self.width = 15 + n_classes
-        self.waiting: dict[tuple[int, int], int] = {}  # (frame, face_id) -> row whose motion score is not known yet
+        self.waiting: dict[tuple[int, int], list] = {}  # (frame, face_id) -> [row, scorers still to score it]
         self.mesh: list[np.ndarray] = []  # mesh columns per row (mer.aus.mesh_vector), when the stage ran
         self.with_mesh = False
 
@@ -273,25 +316,31 @@ class Rows:
                 if r is None:
                     self.face_id.append(None)
                     self.detected.append(None)
-                    self.motion.append(math.nan)
                     self.num.append(np.full(self.width, np.nan, np.float32))
                     continue
-                self.waiting[(f.index, r.face_id)] = len(self.motion)
+                self.waiting[(f.index, r.face_id)] = [len(self.face_id), len(self.motion)]
                 self.face_id.append(r.face_id)
                 self.detected.append(1 if r.detected else 0)
-                self.motion.append(math.nan)
                 self.num.append(np.concatenate([np.asarray(r.face.box, np.float64), [r.face.prob],
                                                 np.asarray(r.face.landmarks, np.float64).reshape(-1),
                                                 np.asarray(r.probs, np.float64)]))
 
-    def scored(self, out: list[tuple[int, int, float]]) -> None:
-        """Motion scores as the scorer hands them on: (face_id, frame, score) into their rows."""
+    def scored(self, method: str, out: list[tuple[int, int, float]]) -> None:
+        """Motion scores as a scorer hands them on: (face_id, frame, score) into their rows."""
+        col = self.motion[method]
+        if len(col) < len(self.face_id):
+            col.extend([math.nan] * (len(self.face_id) - len(col)))
         for fid, frame, score in out:
-            self.motion[self.waiting.pop((frame, fid))] = score
+            w = self.waiting[(frame, fid)]
+            col[w[0]] = score
+            w[1] -= 1
+            if w[1] <= 0:
+                del self.waiting[(frame, fid)]
 
-    def table(self, video_name: str, classes: list[str], smooth_s: float) -> tuple[pd.DataFrame, np.ndarray]:
-        """(frames DataFrame, end time of each row's frame); `motion` is the score smoothed per face
-        over smooth_s seconds of real time (what mer.spotting.spot thresholds)."""
+    def table(self, video_name: str, classes: list[str], config: SpotConfig) -> tuple[pd.DataFrame, np.ndarray]:
+        """(frames DataFrame, end time of each row's frame); per face track, `motion_by` is the scorer
+        it is spotted with (mer.spotting.choose_method) and `motion` that scorer's score smoothed over
+        config.smooth_s seconds of real time (what mer.spotting.spot thresholds)."""
         k = len(self.frame)
         m = np.stack(self.num).astype(np.float64) if k else np.zeros((0, self.width))
         box, det, lm, p = m[:, :4], m[:, 4], m[:, 5:15], m[:, 15:]
@@ -310,10 +359,15 @@ class Rows:
         df["top_class"] = pd.array([classes[t] if h else None for t, h in zip(top, has)], dtype="string")
         df["top_prob"] = np.round(np.where(has, np.nan_to_num(p, nan=0).max(1) if k and len(classes) else 0,
                                            np.nan), 6)
-        motion = np.asarray(self.motion, np.float64)
+        scores = {m: np.r_[np.asarray(self.motion.get(m, []), np.float64), np.full(k, np.nan)][:k]
+                  for m in config.scorers()}
+        motion, by = np.full(k, np.nan), np.full(k, None, object)
         for _, g in df[df["face_id"].notna()].groupby("face_id", sort=True):
-            motion[g.index] = smooth_time(motion[g.index], g["time_s"].to_numpy(), smooth_s)
+            m = choose_method(config, scores["ecc"][g.index] if "ecc" in scores else [])
+            motion[g.index] = smooth_time(scores[m][g.index], g["time_s"].to_numpy(), config.smooth_s)
+            by[g.index] = m
         df["motion"] = np.round(motion, 6)
+        df["motion_by"] = pd.array(by, dtype="string")
         df["detected"] = pd.array(self.detected, dtype="Int64")
         if self.with_mesh:
             add_mesh_columns(df, self.mesh)
@@ -387,13 +441,14 @@ class Preview:
 
 def spot_intervals(frames: pd.DataFrame, end_s: np.ndarray, cfg: SpotConfig) -> pd.DataFrame:
     """The spotting stage, once over the finished table (not changed): the intervals of each face's
-    `motion` column, taken as smoothed (Rows.table smooths it over cfg.smooth_s), with `end_s` the
-    end time of each row's frame (mer.spotting.INTERVAL_COLUMNS; class, prob and recognized_by
-    are filled by mer.spotting.recognize)."""
+    `motion` column, taken as smoothed (Rows.table smooths it over cfg.smooth_s), spotted with the
+    settings of the scorer in its `motion_by` column (SpotConfig.resolved), with `end_s` the end
+    time of each row's frame (mer.spotting.INTERVAL_COLUMNS; class, prob and recognized_by are
+    filled by mer.spotting.recognize)."""
     out = []
     for fid, g in frames[frames["face_id"].notna()].groupby("face_id", sort=True):
         out += spot(g["frame"].to_numpy(), g["time_s"].to_numpy(), end_s[g.index.to_numpy()],
-                    g["motion"].to_numpy(np.float64), int(fid), cfg, smoothed=True)
+                    g["motion"].to_numpy(np.float64), int(fid), track_config(cfg, g), smoothed=True)
     return pd.DataFrame(out, columns=INTERVAL_COLUMNS)
 
 
@@ -519,12 +574,10 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             progress(0, info.n_frames)
         detect = Detect(predictor.detector_for(s.detector_config()), s.detect_every, info.n_frames)
         track, crop, classify = Track(s.tracker), Crop(predictor), Classify(predictor)
-        rows = Rows(len(classes))
+        rows = Rows(len(classes), s.spotting.scorers())
         gap = max(1, round(APEX_GAP_S * (info.fps or 25)))
-        thumbs = Thumbnails(s.n_thumbnails, gap)
         micro = micro_predictor if micro_predictor is not None else micro_model_for(predictor)
-        motion = Motion(MotionScorer(s.spotting), rows.scored, thumbs,
-                        Thumbnails(0, gap, APEX_KEEP if micro else 0), micro or None)
+        motion = Motion(s.spotting, rows.scored, s.n_thumbnails, gap, APEX_KEEP if micro else 0, micro or None)
         shown = Preview(preview, classes) if preview is not None else None
         mesh = MeshStage(predictor.landmarker if s.aus else None, s.landmarks)
 
@@ -555,7 +608,10 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             if not rows.frame:
                 raise VideoError(f"{path.name}: the video has no decodable frames")
             motion.flush()
-            frames_df, end_s = rows.table(name or path.name, classes, s.spotting.smooth_s)
+            frames_df, end_s = rows.table(name or path.name, classes, s.spotting)
+            motion_by = {int(k): str(v) for k, v in
+                         frames_df.dropna(subset=["motion_by"]).groupby("face_id")["motion_by"].first().items()}
+            motion.use(motion_by)
             intervals = spot_intervals(frames_df, end_s, s.spotting)
             intervals = recognize_intervals(intervals, frames_df, classes, motion.apex_crop, micro or None, s.micro_by)
             if preview is not None:
@@ -578,6 +634,6 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
                               if frames_df["top_class"].notna().any() else ""),
            "partial": info.partial, "decoder": info.backend, "hidden_frames": info.hidden,
            "classes": classes, "checkpoint": str(getattr(predictor, "checkpoint", "")),
-           "settings": s.to_dict()}
-    return VideoResult(str(path), frames_df, intervals, out, thumbs.pick(intervals), classes, mesh.arrays(),
-                       motion.apexes)
+           "motion_by": {str(k): v for k, v in motion_by.items()}, "settings": s.to_dict()}
+    return VideoResult(str(path), frames_df, intervals, out, motion.pick(intervals), classes, mesh.arrays(),
+                       motion.chosen_apexes())

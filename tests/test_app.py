@@ -287,15 +287,17 @@ def test_video_tab_says_how_it_differs_from_the_batch_tool_and_that_is_true(serv
     res = analyze_video(clip, Predictor(app_checkpoint_path(), device="cpu"), VideoSettings(detect_every=2))
     want = res.frames.reset_index(drop=True)
     assert list(got.columns) == list(want.columns) and len(got) == len(want) and got["face_id"].notna().any()
-    num = [c for c in want.columns if c not in ("video", "top_class")]
+    num = [c for c in want.columns if c not in ("video", "top_class", "motion_by")]
     assert np.allclose(got[num].to_numpy(float), want[num].to_numpy(float), atol=1e-4, equal_nan=True)
-    assert (got["top_class"].fillna("") == want["top_class"].fillna("")).all()
+    for c in ("top_class", "motion_by"):
+        assert (got[c].fillna("") == want[c].fillna("")).all(), c
 
 
 def test_video_tab_spots_with_the_motion_scorer_chosen(client, media):
     """The video tab's radio picks the spotting motion scorer (mer.spotting.METHODS; default
-    mer.spotting.DEFAULT_METHOD): the summary names it, the CSV's motion column is what
-    analyze_video gives with that scorer, and the two scorers give different scores."""
+    mer.spotting.DEFAULT_METHOD, "auto": each face track gets the one mer.spotting.choose_method
+    picks): the summary names it, the CSV's motion column is what analyze_video gives with that
+    setting, and the ECC and flow scorers give different scores."""
     from mer.predict import Predictor
     from mer.spotting import DEFAULT_METHOD, METHODS, SpotConfig
     from mer.video import VideoSettings, analyze_video
@@ -304,15 +306,17 @@ def test_video_tab_spots_with_the_motion_scorer_chosen(client, media):
     motion = {}
     for method in METHODS:
         summary, _, _, iv, csv = analyze(client, clip, method)
-        assert f"(`{method}` motion scorer)" in summary, summary
         got = pd.read_csv(csv)
+        by = got["motion_by"].dropna().unique().tolist()
+        assert by == ([method] if method != "auto" else by) and len(by) == 1, by
+        named = method if method != "auto" else f"auto: face 0 {by[0]}"
+        assert f"(`{named}` motion scorer)" in summary, summary
         want = analyze_video(clip, pred, VideoSettings(detect_every=2, spotting=SpotConfig.for_method(method)),
                              micro_predictor=False).frames
         assert np.allclose(got["motion"].to_numpy(float), want["motion"].to_numpy(float), atol=1e-4, equal_nan=True)
         motion[method] = got["motion"].to_numpy(float)
-    assert not np.allclose(*motion.values(), atol=1e-3, equal_nan=True)
-    assert f"(`{DEFAULT_METHOD}` motion scorer)" in analyze(client, clip)[0]
-    assert "bogus" in error_of(analyze, client, clip, "bogus")
+    assert not np.allclose(motion["ecc"], motion["flow"], atol=1e-3, equal_nan=True)
+    assert f"(`{DEFAULT_METHOD}" in analyze(client, clip)[0]
 
 
 def app_checkpoint_path() -> Path:

@@ -146,6 +146,25 @@ def test_a_small_rise_on_a_quiet_track_is_named_and_noise_alone_is_not():
         assert interval_labels(track, 14, 20)["aus"] == "AU1", trial
 
 
+def test_one_noisy_onset_frame_neither_hides_nor_makes_a_rise():
+    """An interval's onset level is the median of the proxies over the BASELINE_S seconds up to its
+    onset row, not that one row: a single frame that happens to be high at the onset does not hide
+    the rise after it, and one that happens to be low does not turn noise into a rise."""
+    from mer.aus import BASELINE_S
+    rng = np.random.default_rng(2)
+    j = AU_NAMES.index("au04")
+    times = np.arange(40) / 30.0
+    assert BASELINE_S >= 2 / 30  # at least the two frames before the onset at 30 fps
+    for trial in range(20):
+        track = 0.1 + rng.normal(0, 0.002, (40, len(AU_NAMES))).astype(np.float32)
+        track[15:25, j] += np.hanning(10) * 0.06
+        track[14, j] += 0.045                   # a high onset frame: the rise over it is only ~0.013
+        assert interval_labels(track, 14, 20, times=times)["aus"] == "AU4", trial
+        quiet = 0.1 + rng.normal(0, 0.002, (40, len(AU_NAMES))).astype(np.float32)
+        quiet[30, j] -= 0.04                    # a low onset frame before a still stretch
+        assert interval_labels(quiet, 30, 36, times=times)["aus"] == "", trial
+
+
 @pytest.fixture(scope="module")
 def au12_clip(media, detector, tmp_path_factory):
     """3 s of neutral.jpeg (training.synth_long) with one planted micro-expression: AU1+AU2+AU12,

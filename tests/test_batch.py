@@ -194,7 +194,7 @@ def test_intervals_are_real_and_consistent_with_the_frames(planted_run):
 def test_help_and_usage_errors(tmp_path, untrained_checkpoint):
     h = run_batch("--help")
     assert h.returncode == 0 and "exit codes" in h.stdout and "2  usage" in h.stdout
-    assert "--spot-method {ecc,flow}" in h.stdout
+    assert "--spot-method {auto,ecc,flow}" in h.stdout
     r = run_batch(tmp_path, "--out", tmp_path / "o", "--spot-method", "bogus")
     assert r.returncode == 2 and "invalid choice: 'bogus'" in r.stderr
     assert run_batch(tmp_path / "missing", "--out", tmp_path / "o").returncode == 2
@@ -509,7 +509,7 @@ def test_changed_micro_checkpoint_or_code_redoes_the_videos(media, untrained_che
     assert run() == "1"
     html = (tmp_path / "o" / "one.mp4.html").read_text()
     from mer.spotting import DEFAULT_METHOD
-    assert f"<td>{DEFAULT_METHOD}</td>" in html      # the report names the motion scorer
+    assert f"<td>{DEFAULT_METHOD}: face 0 " in html  # the report names the motion scorer (auto: the face's)
     other = next(m for m in ("ecc", "flow") if m != DEFAULT_METHOD)
     assert run("--spot-method", other) == "1"     # another motion scorer: redone, and said so
     assert f"<td>{other}</td>" in (tmp_path / "o" / "one.mp4.html").read_text()

@@ -69,6 +69,22 @@ def test_planted_micro_expression_gives_exactly_one_micro_interval(analysed):
     assert iou(r["onset_frame"], r["offset_frame"] + 1, truth[0], truth[1] + 1) >= 0.5
     assert r["onset_s"] <= r["apex_s"] <= r["offset_s"]
     assert isinstance(r["class"], str) and r["class"] and 0 < r["prob"] <= 1  # recognised by a model
+    # the default ("auto") spots a photo-animated face with the ECC scorer
+    assert set(analysed["micro"].frames["motion_by"].dropna()) == {"ecc"}
+
+
+def test_auto_chooses_flow_where_the_ecc_score_saturates():
+    """mer.spotting.choose_method: "auto" spots a track whose median raw ECC score is over
+    auto_ecc_median (a real face that turns, talks, cries: ECC's long references differ by more
+    than any expression) with the flow scorer, a steady one with ECC; other methods are kept."""
+    from mer.spotting import choose_method
+    rng = np.random.default_rng(0)
+    auto = SpotConfig.for_method("auto")
+    quiet, saturated = 0.04 + 0.01 * rng.random(300), 0.6 + 0.2 * rng.random(300)
+    assert choose_method(auto, quiet) == "ecc" and choose_method(auto, saturated) == "flow"
+    assert choose_method(auto, np.r_[saturated, np.full(50, np.nan)]) == "flow"   # NaN: no score yet
+    assert choose_method(SpotConfig(), saturated) == "ecc" and choose_method(SpotConfig.flow(), quiet) == "flow"
+    assert auto.resolved("flow") == SpotConfig.flow() and auto.resolved("ecc") == SpotConfig()
 
 
 def test_still_clip_gives_no_interval(analysed):
@@ -286,11 +302,12 @@ def test_training_spot_takes_several_dataset_folders_with_unique_names(tmp_path,
 # ------------------------------------------------------------------ ended tracks, ties, purity
 
 def test_ended_tracks_are_scored_and_released_as_the_stream_advances(media, detector):
-    """20 faces one after another, 3 s each (15 fps), through the real motion stage into the rows:
-    the crops held stay bounded by the live tracks (main held all 900 until the end), each ended
-    track's scores come before the stream ends, identical to scoring that track alone and flushing."""
+    """20 faces one after another, 3 s each (15 fps), through the real motion stage ("auto": the ECC
+    and the flow scorer) into the rows: the crops held stay bounded by the live tracks (main held
+    all 900 until the end), each ended track's scores come before the stream ends, identical to
+    scoring that track alone and flushing, with each scorer."""
     import cv2
-    from mer.video import FaceRecord, FrameRecord, Motion, Rows, Thumbnails
+    from mer.video import FaceRecord, FrameRecord, Motion, Rows
     photo = cv2.cvtColor(cv2.imread(str(media / "single_face.jpg")), cv2.COLOR_BGR2RGB)
     face = detector.detect([photo])[0][0]
     fps, n_tracks, per_track = 15.0, 20, 45
@@ -299,18 +316,19 @@ def test_ended_tracks_are_scored_and_released_as_the_stream_advances(media, dete
         noise = np.random.default_rng(i).integers(-6, 7, photo.shape)
         return np.clip(photo.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
-    cfg = SpotConfig()
-    sc, rows = MotionScorer(cfg), Rows(0)
-    motion = Motion(sc, rows.scored, Thumbnails(6, 3), Thumbnails(0, 3, 0))
+    cfg = SpotConfig.for_method("auto")
+    rows = Rows(0, cfg.scorers())
+    motion = Motion(cfg, rows.scored, 6, 3, 0)
+    sc = motion.scorers["ecc"]
     held, pending, emitted = [], [], {}
     for i in range(n_tracks * per_track):
         rec = FaceRecord(i // per_track, face, True, crop=photo[:64, :64], probs=np.zeros(0, np.float32))
         f = FrameRecord(i, i / fps, (i + 1) / fps, frame(i), faces=[rec])
         rows.add([f])
         motion([f])
-        held.append(sc.held)
+        held.append(sum(m.held for m in motion.scorers.values()))
         pending.append(len(motion.pending))
-        for fid in {rows.face_id[r] for r in range(len(rows.motion)) if np.isfinite(rows.motion[r])}:
+        for fid in {rows.face_id[r] for r, v in enumerate(rows.motion["ecc"]) if np.isfinite(v)}:
             emitted.setdefault(fid, i)
     t_end = (n_tracks * per_track - 1) / fps
     motion.flush()
@@ -318,15 +336,17 @@ def test_ended_tracks_are_scored_and_released_as_the_stream_advances(media, dete
     assert max(held) <= 2 * live and max(pending) <= 2 * live, (max(held), max(pending))
     ended = [j for j in range(n_tracks) if (j + 1) * per_track / fps < t_end - sc.span_s]
     assert len(ended) >= 15 and all(j in emitted for j in ended)   # scored before the stream ended
-    assert not rows.waiting and np.isfinite(rows.motion).all()
-    for j in (0, 7, n_tracks - 1):                      # the same scores as flush() on that track alone
-        ref = MotionScorer(cfg)
-        out = []
-        for i in range(j * per_track, (j + 1) * per_track):
-            out += ref.push(j, i, i / fps, frame(i), face)
-        out += ref.flush()
-        got = [rows.motion[i] for i in range(j * per_track, (j + 1) * per_track)]
-        assert got == [s for _, _, s in sorted(out, key=lambda o: o[1])]
+    assert not rows.waiting and not motion.pending
+    assert all(np.isfinite(v).all() and len(v) == len(rows.face_id) for v in rows.motion.values())
+    for m in cfg.scorers():
+        for j in (0, 7, n_tracks - 1):                  # the same scores as flush() on that track alone
+            ref = MotionScorer(cfg.resolved(m))
+            out = []
+            for i in range(j * per_track, (j + 1) * per_track):
+                out += ref.push(j, i, i / fps, frame(i), face)
+            out += ref.flush()
+            got = [rows.motion[m][i] for i in range(j * per_track, (j + 1) * per_track)]
+            assert got == [s for _, _, s in sorted(out, key=lambda o: o[1])], m
 
 
 def test_padding_ties_go_outwards_on_both_sides():

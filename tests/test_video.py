@@ -293,17 +293,17 @@ def test_micro_apex_crop_is_found_at_120_fps_and_a_missing_one_is_said(media, de
     is often more than 3 frames from the nearest one: it must still be recognised by the micro model
     (main fell back to the per-frame model, silently); with no kept crop near, the row says so."""
     import cv2
-    from mer.spotting import INTERVAL_COLUMNS, MotionScorer, recognize
-    from mer.video import APEX_GAP_S, APEX_KEEP, Motion, Thumbnails
+    from mer.spotting import INTERVAL_COLUMNS, SpotConfig, recognize
+    from mer.video import APEX_GAP_S, APEX_KEEP, Motion
     photo = cv2.cvtColor(cv2.imread(str(media / "single_face.jpg")), cv2.COLOR_BGR2RGB)
     face = detector.detect([photo])[0][0]
     fps = 120.0
     gap = round(APEX_GAP_S * fps)
-    motion = Motion(MotionScorer(), lambda out: None, Thumbnails(6, gap), Thumbnails(0, gap, APEX_KEEP), predictor)
+    motion = Motion(SpotConfig(), lambda m, out: None, 6, gap, APEX_KEEP, predictor)
     for i in range(0, 400):      # raw scores: a 0.3-s bump at frames 230..265, highest at 236 and 260
         score = 0.3 if i in (236, 260) else 0.2 if 230 <= i <= 265 else 0.01
-        motion.apexes.offer(0, i, score, predictor.crop(photo, face))
-    kept = sorted(e[1] for e in motion.apexes.kept[0])
+        motion.apexes["ecc"].offer(0, i, score, predictor.crop(photo, face))
+    kept = sorted(e[1] for e in motion.apexes["ecc"].kept[0])
     assert 236 in kept and 260 in kept and not any(240 <= k <= 256 for k in kept)
     n = 600
     classes = list(predictor.classes)

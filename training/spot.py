@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from mer.files import VIDEO_EXTS, atomic_write, write_csv
-from mer.spotting import DEFAULT_METHOD, INTERVAL_COLUMNS, METHODS, SpotConfig, TYPES, match, prf, spot
+from mer.spotting import DEFAULT_METHOD, INTERVAL_COLUMNS, METHODS, SpotConfig, TYPES, match, prf, spot, track_config
 
 from .datasets.longvideo import LongVideo, read_long
 
@@ -163,7 +163,8 @@ def spot_table(df: pd.DataFrame, cfg: SpotConfig, subject_only: bool = True) -> 
         start = g["time_s"].to_numpy(np.float64)
         dt = float(np.median(np.diff(start))) if len(start) > 1 else 1 / 30
         end = np.r_[start[1:], start[-1] + dt] if len(start) else start
-        out += spot(g["frame"].to_numpy(), start, end, g["motion"].to_numpy(np.float64), int(fid), cfg, smoothed=True)
+        out += spot(g["frame"].to_numpy(), start, end, g["motion"].to_numpy(np.float64), int(fid),
+                    track_config(cfg, g), smoothed=True)
     return pd.DataFrame(out, columns=INTERVAL_COLUMNS)
 
 
