@@ -49,9 +49,11 @@ BLENDSHAPE_NAMES = (
 # (output channels, bottleneck channels) of the mesh's seven stages; each stage after the first starts
 # with a stride-2 block, and every stage has four stride-1 blocks.
 MESH_STAGES = ((16, 8), (32, 16), (64, 32), (128, 64), (128, 64), (128, 64), (128, 64))
-# The stem and the first two stages (16 x 128 x 128 and 32 x 64 x 64 floats a face) run one face at a
-# time on the CPU: a face's activations then stay in the cache, and a batch's would be fresh memory
-# every pass (page faults); the narrower stages after them run on the whole batch (docs/aus.md, Speed).
+# Single-threaded on the CPU (as mer.video runs the mesh), the stem and the first two stages (16 x 128 x
+# 128 and 32 x 64 x 64 floats a face) run one face at a time: a face's activations then stay in the
+# cache, where a batch's are fresh memory every pass (page faults); the narrower stages after them run
+# on the whole batch. With more threads, the small per-face operators leave the threads waiting, so
+# the batch goes through whole (docs/aus.md, Speed).
 FIRST_STAGE_BLOCKS = 9
 
 
@@ -113,8 +115,8 @@ class FaceMesh(nn.Module):
         return self.blocks[:FIRST_STAGE_BLOCKS](x)
 
     def forward(self, x):
-        if x.is_cpu and len(x) > 1:  # the wide first stages one face at a time, then the batch
-            x = torch.cat([self.first_stages(xi) for xi in x.split(1)])
+        if x.is_cpu and len(x) > 1 and torch.get_num_threads() == 1:  # mer.video's mesh thread
+            x = torch.cat([self.first_stages(xi) for xi in x.split(1)])  # one face at a time, then the batch
         else:
             x = self.first_stages(x)
         x = self.blocks[FIRST_STAGE_BLOCKS:](x)
@@ -141,8 +143,13 @@ class MixerBlock(nn.Module):
         self.norm2 = LayerNormScale(dim)
         self.channel_mlp = nn.Sequential(nn.Linear(dim, channel_hidden), nn.ReLU(), nn.Linear(channel_hidden, dim))
 
-    def forward(self, x):  # (N, tokens, dim)
-        x = x + self.token_mlp(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+    def forward(self, x, first_token_only: bool = False):  # (N, tokens, dim)
+        mix1, relu, mix2 = self.token_mlp
+        h = relu(mix1(self.norm1(x).transpose(1, 2)))
+        if first_token_only:  # the last block: the read-out token's row is all that is used
+            x = x[:, :1] + F.linear(h, mix2.weight[:1], mix2.bias[:1]).transpose(1, 2)
+        else:
+            x = x + mix2(h).transpose(1, 2)
         return x + self.channel_mlp(self.norm2(x))
 
 
@@ -166,7 +173,9 @@ class Blendshapes(nn.Module):
         xy = xy / xy.norm(dim=2, keepdim=True).mean(1, keepdim=True) * self.input_scale
         x = self.embed(self.point_mix(xy.transpose(1, 2)).transpose(1, 2))  # (N, 96, 64)
         x = torch.cat([self.token.expand(len(x), -1, -1), x], 1)
-        return torch.sigmoid(self.head(self.blocks(x)[:, 0]))
+        for block in self.blocks[:-1]:
+            x = block(x)
+        return torch.sigmoid(self.head(self.blocks[-1](x, first_token_only=True)[:, 0]))
 
 
 class FaceLandmarker(nn.Module):
