@@ -243,7 +243,8 @@ def aus_ratio(clip: Path, p, settings, repeat: int) -> None:
     """Whole analyze_video fps with the face mesh + AU proxies on vs off (alternated, best of each;
     target on/off >= 0.75) with the process's CPU time per frame (user + system: less sensitive to
     other jobs on the machine than wall time), the load average, and the mesh + blendshape nets
-    alone in crops/s (the Landmarker's batch size: CPU_BATCH on the CPU)."""
+    alone in crops/s (the Landmarker's batch size: CPU_BATCH on the CPU), and on the CPU the CPU time per
+    face crop with one torch thread, as mer.video's mesh thread runs it."""
     import dataclasses
     import torch
     from mer.faces import FaceDetector
@@ -281,6 +282,19 @@ def aus_ratio(clip: Path, p, settings, repeat: int) -> None:
     print(f"  mesh + blendshapes + pose per face crop (crop, nets, projection; 32 faces in batches of {b}): "
           f"{rate:.1f} crops/s; mesh net alone {net:.1f} crops/s at batch {b} on {lmk.device} "
           f"({torch.get_num_threads()} threads); load average {os.getloadavg()[0]:.1f}")
+    if lmk.device.type == "cpu":  # as mer.video runs it: one torch thread (its CPU time: fair on a busy machine)
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            cpu = []
+            for _ in range(3):
+                c = time.thread_time()
+                lmk.run(imgs, faces)
+                cpu.append((time.thread_time() - c) / len(faces))
+        finally:
+            torch.set_num_threads(n)
+        print(f"  one thread (mer.video's mesh thread): {1000 * min(cpu):.2f} ms CPU per face crop (crop, nets, "
+              f"projection, pose; best of 3 passes of {len(faces)})")
 
 
 def main() -> None:

@@ -38,7 +38,9 @@ ROI_SCALE = 1.5           # MediaPipe's RectTransformation scale for the face re
 EYE_OUTER = (33, 263)     # MediaPipe's rotation keypoints on the mesh (outer corners of the eyes)
 # Faces per forward pass on the CPU. The mesh's first stages are wide (16 x 128 x 128 per face) and
 # cheap per pixel, so large batches spend their time on fresh memory: at 64 faces a pass, 18.7 ms of
-# each frame's CPU time went to page faults (system time), 1.5 ms at 8 (docs/aus.md, Speed).
+# each frame's CPU time went to page faults (system time), 1.5 ms at 8. Single-threaded the mesh now
+# runs those stages face by face (mer.models.facemesh); 8 is still the best pass for the rest
+# (docs/aus.md, Speed).
 CPU_BATCH = 8
 
 

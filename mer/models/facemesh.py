@@ -49,6 +49,21 @@ BLENDSHAPE_NAMES = (
 # (output channels, bottleneck channels) of the mesh's seven stages; each stage after the first starts
 # with a stride-2 block, and every stage has four stride-1 blocks.
 MESH_STAGES = ((16, 8), (32, 16), (64, 32), (128, 64), (128, 64), (128, 64), (128, 64))
+# Single-threaded on the CPU (as mer.video runs the mesh), the stem and the first two stages (16 x 128 x
+# 128 and 32 x 64 x 64 floats a face) run one face at a time: a face's activations then stay in the
+# cache, where a batch's are fresh memory every pass (page faults); the narrower stages after them run
+# on the whole batch. With more threads, the small per-face operators leave the threads waiting, so
+# the batch goes through whole (docs/aus.md, Speed).
+FIRST_STAGE_BLOCKS = 9
+
+
+def conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution; float32 on the CPU through oneDNN. With one thread and fewer than 16 images
+    torch picks its reference path for 1x1 kernels instead, about twice the time here (docs/aus.md,
+    Speed); the sums differ only in their order (float noise)."""
+    if x.is_cpu and x.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        return torch.mkldnn_convolution(x, conv.weight, conv.bias, (0, 0), (1, 1), (1, 1), 1)
+    return conv(x)
 
 
 class MeshBlock(nn.Module):
@@ -65,12 +80,16 @@ class MeshBlock(nn.Module):
         self.stride, self.pad = stride, cout - cin
 
     def forward(self, x):
-        y = self.conv2(self.dw(self.act1(self.conv1(x))))
+        h = conv1x1(self.conv1, x) if self.stride == 1 else self.conv1(x)
+        y = conv1x1(self.conv2, self.dw(self.act1(h)))
         if self.stride > 1:
             x = F.max_pool2d(x, self.stride)
+        # the shortcut is added in place (y is this block's own); its zero-padded channels add nothing
         if self.pad:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.pad))
-        return self.act(x + y)
+            y[:, :x.shape[1]] += x
+        else:
+            y += x
+        return self.act(y)
 
 
 class FaceMesh(nn.Module):
@@ -91,9 +110,16 @@ class FaceMesh(nn.Module):
         self.landmarks = nn.Conv2d(cin, N_LANDMARKS * 3, 2)
         self.presence = nn.Conv2d(cin, 1, 2)
 
-    def forward(self, x):
+    def first_stages(self, x):
         x = self.stem_act(self.stem(F.pad(x, (0, 1, 0, 1))))  # TF 'same', stride 2: pad bottom/right
-        x = self.blocks(x)
+        return self.blocks[:FIRST_STAGE_BLOCKS](x)
+
+    def forward(self, x):
+        if x.is_cpu and len(x) > 1 and torch.get_num_threads() == 1:  # mer.video's mesh thread
+            x = torch.cat([self.first_stages(xi) for xi in x.split(1)])  # one face at a time, then the batch
+        else:
+            x = self.first_stages(x)
+        x = self.blocks[FIRST_STAGE_BLOCKS:](x)
         return self.landmarks(x).reshape(-1, N_LANDMARKS, 3), self.presence(x).reshape(-1)
 
 
@@ -117,8 +143,13 @@ class MixerBlock(nn.Module):
         self.norm2 = LayerNormScale(dim)
         self.channel_mlp = nn.Sequential(nn.Linear(dim, channel_hidden), nn.ReLU(), nn.Linear(channel_hidden, dim))
 
-    def forward(self, x):  # (N, tokens, dim)
-        x = x + self.token_mlp(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+    def forward(self, x, first_token_only: bool = False):  # (N, tokens, dim)
+        mix1, relu, mix2 = self.token_mlp
+        h = relu(mix1(self.norm1(x).transpose(1, 2)))
+        if first_token_only:  # the last block: the read-out token's row is all that is used
+            x = x[:, :1] + F.linear(h, mix2.weight[:1], mix2.bias[:1]).transpose(1, 2)
+        else:
+            x = x + mix2(h).transpose(1, 2)
         return x + self.channel_mlp(self.norm2(x))
 
 
@@ -142,7 +173,9 @@ class Blendshapes(nn.Module):
         xy = xy / xy.norm(dim=2, keepdim=True).mean(1, keepdim=True) * self.input_scale
         x = self.embed(self.point_mix(xy.transpose(1, 2)).transpose(1, 2))  # (N, 96, 64)
         x = torch.cat([self.token.expand(len(x), -1, -1), x], 1)
-        return torch.sigmoid(self.head(self.blocks(x)[:, 0]))
+        for block in self.blocks[:-1]:
+            x = block(x)
+        return torch.sigmoid(self.head(self.blocks[-1](x, first_token_only=True)[:, 0]))
 
 
 class FaceLandmarker(nn.Module):
