@@ -301,7 +301,7 @@ def run(dataset: str, path, out: Path, detect_every: int = 2, folds: int = 5, de
         protocol = f"GroupKFold({k}) by subject: parameters {list(GRID)} chosen on the other subjects' videos"
     else:
         spotted = [spot_table(t, base, subject_only=has_truth) for t in tables]
-        protocol = (f"defaults ({'mer.spotting.SpotConfig.flow()' if method == 'flow' else 'mer.spotting.SpotConfig'}); no cross-validation: "
+        protocol = (f"defaults (mer.spotting.SpotConfig.for_method({method!r})); no cross-validation: "
                     + ("no truth" if not has_truth else "a single subject"))
     spotted = [recognize_intervals(iv, t, predictor.classes, a[2].nearest, micro, settings.micro_by)
                for iv, t, a in zip(spotted, tables, analysed)]
