@@ -20,9 +20,12 @@ per face and the per-row table):
               motion on one background thread beside the next chunk's decode/detect/classify
     rows      the per-row table (each face row's motion cell waits for its score) and
               (optionally) annotated preview frames
-    motion    a per-face motion score: mer.spotting.MotionScorer (streaming; a frame's score is
-              known `window_s` later, an ended track's `span_s` after its last frame) goes into its
-              row then, and the frame's crops (held meanwhile) to the thumbnail and apex stores
+    motion    per-face motion scores: one mer.spotting.MotionScorer per scorer the settings run
+              (ECC and flow for the default "auto"; streaming: a frame's score is known
+              `window_s` later, an ended track's `span_s` after its last frame) go into its row
+              then, and the frame's crops (held meanwhile) to that scorer's thumbnail and apex
+              stores; each finished track keeps the scorer mer.spotting.choose_method picks
+              (`motion_by`)
     spot      one function over the finished table: micro and macro intervals (spot_intervals),
               then recognised: micro by the micro-expression model from the apex crop, macro by
               the per-frame probabilities (mer.spotting.recognize, column recognized_by)
@@ -55,7 +58,7 @@ __all__ = ["FRAME_COLUMNS", "FaceRecord", "FrameRecord", "VideoError", "VideoRes
 
 LANDMARK_COLUMNS = ["le_x", "le_y", "re_x", "re_y", "nose_x", "nose_y", "ml_x", "ml_y", "mr_x", "mr_y"]
 FRAME_COLUMNS = ["video", "frame", "time_s", "face_id", "x1", "y1", "x2", "y2", "det_prob",
-                 *LANDMARK_COLUMNS]  # then p_<class> per class, top_class, top_prob, motion, detected
+                 *LANDMARK_COLUMNS]  # then p_<class> per class, top_class, top_prob, motion, motion_by, detected
 TAIL_COLUMNS = ["top_class", "top_prob", "motion", "motion_by", "detected"]
 APEX_GAP_S = 0.2   # kept thumbnail / apex crops are at least this far apart (in frames at the video's rate)
 APEX_KEEP = 400    # micro-model crops kept per face (the highest-scoring moments) for the apexes
