@@ -39,7 +39,7 @@ from mer.spotting import DEFAULT_METHOD, METHODS
 
 log = logging.getLogger("mer.app")
 ROOT = Path(__file__).resolve().parent
-SPOT_METHOD_INFO = ("flow: optical flow against the frames 0.3 s before and after (real video: head motion, "
+SPOT_METHOD_INFO = ("auto: per face, ecc, or flow where the face moves too much for ecc; flow: optical flow against the frames 0.3 s before and after (real video: head motion, "
                     "speech, hands); ecc: registered differences to the frames 3-5 s away (a steady head). "
                     "docs/spotting.md has what each was measured on.")
 EXAMPLES = ROOT / "examples"

@@ -264,32 +264,26 @@ class Motion:
         """The scorer each face track is spotted with: its thumbnails and apex crops are used."""
         self.chosen = dict(chosen)
 
-    def _store(self, stores: dict, fid: int) -> "Thumbnails":
-        return stores.get(self.chosen.get(int(fid)), next(iter(stores.values())))
+    def _merged(self, stores: dict) -> "Thumbnails":
+        """One store: each face's kept crops from the scorer that face was spotted with."""
+        first = next(iter(stores.values()))
+        out = Thumbnails(first.k, first.gap, first.keep)
+        default = next(iter(stores))
+        faces = sorted({f for store in stores.values() for f in store.kept})
+        out.kept = {f: stores.get(self.chosen.get(int(f)), stores[default]).kept.get(f, []) for f in faces}
+        return out
 
     def apex_crop(self, frame: int, fid: int):
         """The kept micro-model crop nearest to `frame` (Thumbnails.nearest), or None."""
-        return self._store(self.apexes, fid).nearest(frame, fid)
+        return self.chosen_apexes().nearest(frame, fid)
 
     def chosen_apexes(self) -> "Thumbnails":
-        """One store of micro-model crops: each face's from the scorer it was spotted with."""
-        first = next(iter(self.apexes.values()))
-        out = Thumbnails(0, first.gap, first.keep)
-        faces = {f for store in self.apexes.values() for f in store.kept}
-        out.kept = {f: self._store(self.apexes, f).kept.get(f, []) for f in sorted(faces)}
-        return out
+        """The micro-model crops kept, each face's from the scorer it was spotted with."""
+        return self._merged(self.apexes)
 
     def pick(self, intervals: pd.DataFrame) -> list[tuple[int, int, np.ndarray]]:
-        """The thumbnails (Thumbnails.pick), each face's from the store of the scorer it was spotted with."""
-        if len(self.thumbs) == 1:
-            return next(iter(self.thumbs.values())).pick(intervals)
-        out = []
-        for m, store in self.thumbs.items():
-            faces = {f for f in store.kept if self._store(self.thumbs, f) is store}
-            sub = Thumbnails(store.k, store.gap, store.keep)
-            sub.kept = {f: v for f, v in store.kept.items() if f in faces}
-            out += sub.pick(intervals[intervals["face_id"].isin(faces)] if len(intervals) else intervals)
-        return sorted(out, key=lambda e: (e[0], e[1]))[:max((t.k for t in self.thumbs.values()), default=0)]
+        """The thumbnails (Thumbnails.pick), each face's from the scorer it was spotted with."""
+        return self._merged(self.thumbs).pick(intervals)
 
 
 class Rows:
