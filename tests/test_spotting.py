@@ -125,6 +125,23 @@ def test_noise_only_series_gives_nothing_and_plateaus_give_typed_intervals():
     assert all(r["face_id"] == 3 and set(r) == set(INTERVAL_COLUMNS) for r in out)
 
 
+def test_a_weak_expression_is_found_by_its_peak_and_measured_by_its_whole_rise_and_fall():
+    """Two levels (hysteresis): a 1.2-s rise and fall whose peak only just clears the detection
+    level (median + min_rise) is cut at the lower extent level, so the interval covers most of it
+    (IoU >= 0.5; cut at the detection level it was 0.47); a bump that reaches only the extent
+    level is no interval."""
+    fr, t0, t1, s = _series()
+    bump = 0.025 * (1 - np.cos(np.linspace(0, 2 * np.pi, 36))) / 2
+    weak, low = s.copy(), s.copy()
+    weak[200:236] += bump
+    low[400:436] += bump / 2               # peak 0.0125: above the extent level (0.01) only
+    cfg = SpotConfig()
+    out = spot(fr, t0, t1, weak, 0, cfg)
+    assert len(out) == 1 and iou(out[0]["onset_frame"], out[0]["offset_frame"] + 1, 200, 236) >= 0.5, out
+    assert spot(fr, t0, t1, low, 0, cfg) == []
+    assert cfg.extent_c < cfg.c and cfg.extent_min_rise < cfg.min_rise
+
+
 def test_threshold_follows_the_tracks_own_noise():
     fr, t0, t1, s = _series()
     loud = 0.05 + 20 * (s - 0.05)        # a talking face: twenty times the movement everywhere
