@@ -227,6 +227,7 @@ class Motion:
         self.apexes = {m: Thumbnails(0, gap, apex_keep) for m in self.scorers}
         self.pending: dict[tuple[int, int], list] = {}   # (frame, face_id) -> [crop, micro crop, scorers left]
         self.chosen: dict[int, str] = {}
+        self._apex_store: Thumbnails | None = None  # the merged apex store, built once by `use`
 
     def __call__(self, frames: list[FrameRecord]) -> list[FrameRecord]:
         for f in frames:
@@ -261,8 +262,10 @@ class Motion:
                 del self.pending[(frame, fid)]
 
     def use(self, chosen: dict[int, str]) -> None:
-        """The scorer each face track is spotted with: its thumbnails and apex crops are used."""
+        """The scorer each face track is spotted with: its thumbnails and apex crops are used (the
+        apex crops merged here once, not per interval recognised)."""
         self.chosen = dict(chosen)
+        self._apex_store = self._merged(self.apexes)
 
     def _merged(self, stores: dict) -> "Thumbnails":
         """One store: each face's kept crops from the scorer that face was spotted with."""
@@ -279,7 +282,7 @@ class Motion:
 
     def chosen_apexes(self) -> "Thumbnails":
         """The micro-model crops kept, each face's from the scorer it was spotted with."""
-        return self._merged(self.apexes)
+        return self._apex_store if self._apex_store is not None else self._merged(self.apexes)
 
     def pick(self, intervals: pd.DataFrame) -> list[tuple[int, int, np.ndarray]]:
         """The thumbnails (Thumbnails.pick), each face's from the scorer it was spotted with."""
