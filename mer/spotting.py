@@ -99,6 +99,8 @@ class SpotConfig:
     flow_k_s: float = 0.3       # flow between t and t -/+ flow_k_s (real clips; see FLOW and the docstring)
     flow_top: float = 0.1       # flow: fraction of blocks (the most moved) averaged
     auto_ecc_median: float = 0.25  # "auto": a track whose median ECC score is above this is scored by flow
+    auto_settle_s: float | None = 3.0  # "auto": a track whose first this-many seconds of ECC scores already have
+    #   a median over auto_ecc_median is settled on flow there and its ECC scorer stops (None: both run to the end)
 
     @classmethod
     def flow(cls, **kw) -> "SpotConfig":
@@ -145,6 +147,15 @@ def choose_method(config: SpotConfig, ecc_scores) -> str:
     v = np.asarray(ecc_scores, np.float64)
     v = v[np.isfinite(v)]
     return "flow" if len(v) and float(np.median(v)) > config.auto_ecc_median else "ecc"
+
+
+def settles_on_flow(config: SpotConfig, first_ecc_scores) -> bool:
+    """"auto" looks once at a track's first `auto_settle_s` seconds of ECC scores: when their median
+    is already over `auto_ecc_median`, the face is a real, moving one, its ECC scorer stops (the
+    cost of running both scorers on every frame is spared) and the track is spotted by flow; the
+    ECC scores it has are exactly these, so `choose_method` over the whole track agrees. Otherwise
+    both scorers run on and the whole track's median decides."""
+    return config.method == "auto" and config.auto_settle_s is not None and choose_method(config, first_ecc_scores) == "flow"
 
 
 # ---------------------------------------------------------------------------------------- the score
@@ -237,6 +248,13 @@ class MotionScorer:
             del self.tracks[fid]
             self._geometry.pop(fid, None)
         return out
+
+    def drop(self, face_id: int) -> list[int]:
+        """Stop scoring a face: its crops and geometry are released at once; returns the frames it
+        was given but had not scored yet (they never will be)."""
+        tr = self.tracks.pop(int(face_id), None)
+        self._geometry.pop(int(face_id), None)
+        return [] if tr is None else list(tr["f"][tr["next"]:])
 
     def push(self, face_id: int, frame: int, t: float, image: np.ndarray | None = None, face=None,
              crop: np.ndarray | None = None, eyes=None) -> list[tuple[int, int, float]]:

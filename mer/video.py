@@ -48,7 +48,7 @@ import pandas as pd
 from .decode import FrameChunk, VideoError, check_file, clean_error, diagnose, open_source
 from .faces import DetectorConfig, Face, FaceDetector
 from .spotting import (DEFAULT_METHOD, INTERVAL_COLUMNS, MotionScorer, SpotConfig, choose_method, recognize,
-                       smooth_time, spot, track_config)
+                       settles_on_flow, smooth_time, spot, track_config)
 from .tracking import IoUTracker, TrackerConfig, interpolate
 from .aus import add_mesh_columns, label_intervals, mesh_vector, recognize_micro_by_aus
 from .landmarker import MeshStage
@@ -221,7 +221,11 @@ class Motion:
 
     def __init__(self, config: SpotConfig, scored: Callable[[str, list], None], n_thumbnails: int, gap: int,
                  apex_keep: int, micro=None):
+        self.config = config
         self.scorers = {m: MotionScorer(config.resolved(m)) for m in config.scorers()}
+        self.first: dict[int, dict] = {}   # "auto": a face's first ECC scores, until looked at (_check)
+        self.checked: set[int] = set()      # faces looked at ...
+        self.settled: set[int] = set()      # ... and of them those settled on flow (ECC stopped)
         self.scored, self.micro = scored, micro
         self.thumbs = {m: Thumbnails(n_thumbnails, gap) for m in self.scorers}
         self.apexes = {m: Thumbnails(0, gap, apex_keep) for m in self.scorers}
@@ -236,8 +240,13 @@ class Motion:
             for r in f.faces:
                 mc = self.micro.crop(f.image, r.face) if self.micro else None
                 self.pending[(f.index, r.face_id)] = [r.crop, mc, len(self.scorers)]
+                if r.face_id in self.settled:  # "auto" settled this face on flow: ECC scores nothing more
+                    self._take("ecc", [(r.face_id, f.index, math.nan)])
+                elif self.config.method == "auto" and self.config.auto_settle_s is not None and r.face_id not in self.checked:
+                    self.first.setdefault(r.face_id, {"t0": f.start_s, "t": {}, "s": []})["t"][f.index] = f.start_s
                 for m, sc in self.scorers.items():
-                    self._take(m, sc.push(r.face_id, f.index, f.start_s, f.image, r.face))
+                    if not (m == "ecc" and r.face_id in self.settled):
+                        self._take(m, sc.push(r.face_id, f.index, f.start_s, f.image, r.face))
         return frames
 
     def flush(self) -> None:
@@ -253,13 +262,33 @@ class Motion:
             if held is None:
                 continue
             crop, mc, left = held
-            if crop is not None:
+            if crop is not None and np.isfinite(score):
                 self.thumbs[method].offer(fid, frame, score, crop)
-            if mc is not None:
+            if mc is not None and np.isfinite(score):
                 self.apexes[method].offer(fid, frame, score, mc)
             held[2] = left - 1
             if held[2] <= 0:
                 del self.pending[(frame, fid)]
+        if method == "ecc" and self.first:
+            self._check(out)
+
+    def _check(self, out) -> None:
+        """"auto": once a face has `auto_settle_s` seconds of ECC scores, look at them once
+        (mer.spotting.settles_on_flow); a face settled on flow has its ECC scorer stopped, and the
+        frames that scorer held get no ECC score (NaN)."""
+        for fid, frame, score in out:
+            e = self.first.get(fid)
+            if e is None or frame not in e["t"]:
+                continue
+            e["s"].append(score)
+            if e["t"].pop(frame) - e["t0"] < self.config.auto_settle_s:
+                continue
+            del self.first[fid]
+            self.checked.add(fid)
+            if settles_on_flow(self.config, e["s"]):
+                self.settled.add(fid)
+                left = self.scorers["ecc"].drop(fid)
+                self._take("ecc", [(fid, f, math.nan) for f in left])
 
     def use(self, chosen: dict[int, str]) -> None:
         """The scorer each face track is spotted with: its thumbnails and apex crops are used (the

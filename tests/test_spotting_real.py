@@ -120,3 +120,38 @@ def test_flow_scorer_streams_with_flat_memory_and_releases_ended_tracks():
     out += sc.flush()
     assert sorted(f for fid, f, _ in out if fid == 0) == list(range(300))
     assert max(held) <= 2 * (2 * 0.3 * 30 + 3) and np.isfinite([s for *_, s in out]).all()
+
+
+def test_auto_stops_the_ecc_scorer_of_a_real_moving_face_and_spots_the_same(media, detector, predictor, tmp_path,
+                                                                             monkeypatch):
+    """WolfgangLanger_Pexels.mp4's first 12 s (half size: she cries, then worries): her first 3 s of
+    ECC scores already saturate, so "auto" settles her track on flow there and stops its ECC scorer
+    (the cost of running both on every frame is spared), and the table and intervals are exactly
+    those of running both scorers to the end (auto_settle_s=None)."""
+    import dataclasses
+
+    from mer.encode import write_h264
+    from mer.spotting import MotionScorer
+    from mer.video import VideoSettings, analyze_video
+    from training.backgrounds import load_clip
+    clip = load_clip(f"{media / 'WolfgangLanger_Pexels.mp4'}@0-12", scale=0.5, detector=detector)
+    path = write_h264(clip.frames, tmp_path / "cry.mp4", clip.fps)
+    pushes = {"ecc": 0, "flow": 0}
+    push = MotionScorer.push
+
+    def counted(self, *a, **k):
+        pushes[self.config.method] += 1
+        return push(self, *a, **k)
+
+    monkeypatch.setattr(MotionScorer, "push", counted)
+    s = VideoSettings(detect_every=2)
+    r = analyze_video(path, predictor, s, micro_predictor=False)
+    settled = dict(pushes)
+    both = analyze_video(path, predictor, dataclasses.replace(s, spotting=dataclasses.replace(
+        s.spotting, auto_settle_s=None)), micro_predictor=False)
+    assert settled["flow"] == len(r.frames.dropna(subset=["face_id"]))
+    assert settled["ecc"] < 0.8 * settled["flow"], settled       # stopped at ~3 s of scores + 5 s of lag
+    assert pushes["ecc"] - settled["ecc"] == settled["flow"]     # without settling: every frame
+    assert set(r.frames["motion_by"].dropna()) == {"flow"}
+    pd.testing.assert_frame_equal(r.frames, both.frames)
+    pd.testing.assert_frame_equal(r.intervals, both.intervals)
