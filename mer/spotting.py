@@ -111,7 +111,8 @@ class SpotConfig:
     @classmethod
     def for_method(cls, method: str, **kw) -> "SpotConfig":
         """The shipped settings of a scorer: "ecc" -> SpotConfig(), "flow" -> SpotConfig.flow(),
-        "auto" -> both scorers run, each track is spotted with one (`choose_method`)."""
+        "auto" -> both scorers run, each track is spotted with one (`choose_method`; a track
+        whose first auto_settle_s seconds settle it on flow stops its ECC scorer: `settles_on_flow`)."""
         if method not in METHODS:
             raise ValueError(f"unknown spotting method {method!r}: choose one of {', '.join(METHODS)}")
         return cls.flow(**kw) if method == "flow" else cls(**{"method": method, **kw})

@@ -25,7 +25,8 @@ per face and the per-row table):
               `window_s` later, an ended track's `span_s` after its last frame) go into its row
               then, and the frame's crops (held meanwhile) to that scorer's thumbnail and apex
               stores; each finished track keeps the scorer mer.spotting.choose_method picks
-              (`motion_by`)
+              (`motion_by`); "auto" stops a face's ECC scorer once its first 3 s of ECC scores
+              settle it on flow (mer.spotting.settles_on_flow)
     spot      one function over the finished table: micro and macro intervals (spot_intervals),
               then recognised: micro by the micro-expression model from the apex crop, macro by
               the per-frame probabilities (mer.spotting.recognize, column recognized_by)
