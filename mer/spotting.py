@@ -154,7 +154,8 @@ def settles_on_flow(config: SpotConfig, first_ecc_scores) -> bool:
     """"auto" looks once at a track's first `auto_settle_s` seconds of ECC scores: when their median
     is already over `auto_ecc_median`, the face is a real, moving one, its ECC scorer stops (the
     cost of running both scorers on every frame is spared) and the track is spotted by flow; the
-    ECC scores it has are exactly these, so `choose_method` over the whole track agrees. Otherwise
+    ECC scores it has are (nearly always exactly) these, so `choose_method` over the whole track
+    agrees; mer.video keeps flow for a settled face in any case. Otherwise
     both scorers run on and the whole track's median decides."""
     return config.method == "auto" and config.auto_settle_s is not None and choose_method(config, first_ecc_scores) == "flow"
 

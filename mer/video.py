@@ -367,9 +367,11 @@ class Rows:
             if w[1] <= 0:
                 del self.waiting[(frame, fid)]
 
-    def table(self, video_name: str, classes: list[str], config: SpotConfig) -> tuple[pd.DataFrame, np.ndarray]:
+    def table(self, video_name: str, classes: list[str], config: SpotConfig,
+              settled=frozenset()) -> tuple[pd.DataFrame, np.ndarray]:
         """(frames DataFrame, end time of each row's frame); per face track, `motion_by` is the scorer
-        it is spotted with (mer.spotting.choose_method) and `motion` that scorer's score smoothed over
+        it is spotted with (mer.spotting.choose_method; flow for a face `settled` on it early, whatever
+        ECC scores it has) and `motion` that scorer's score smoothed over
         config.smooth_s seconds of real time (what mer.spotting.spot thresholds)."""
         k = len(self.frame)
         m = np.stack(self.num).astype(np.float64) if k else np.zeros((0, self.width))
@@ -392,8 +394,8 @@ class Rows:
         scores = {m: np.r_[np.asarray(self.motion.get(m, []), np.float64), np.full(k, np.nan)][:k]
                   for m in config.scorers()}
         motion, by = np.full(k, np.nan), np.full(k, None, object)
-        for _, g in df[df["face_id"].notna()].groupby("face_id", sort=True):
-            m = choose_method(config, scores["ecc"][g.index] if "ecc" in scores else [])
+        for fid, g in df[df["face_id"].notna()].groupby("face_id", sort=True):
+            m = "flow" if int(fid) in settled else choose_method(config, scores["ecc"][g.index] if "ecc" in scores else [])
             motion[g.index] = smooth_time(scores[m][g.index], g["time_s"].to_numpy(), config.smooth_s)
             by[g.index] = m
         df["motion"] = np.round(motion, 6)
@@ -638,7 +640,7 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
             if not rows.frame:
                 raise VideoError(f"{path.name}: the video has no decodable frames")
             motion.flush()
-            frames_df, end_s = rows.table(name or path.name, classes, s.spotting)
+            frames_df, end_s = rows.table(name or path.name, classes, s.spotting, motion.settled)
             motion_by = {int(k): str(v) for k, v in
                          frames_df.dropna(subset=["motion_by"]).groupby("face_id")["motion_by"].first().items()}
             motion.use(motion_by)
