@@ -112,7 +112,8 @@ class SpotConfig:
     def for_method(cls, method: str, **kw) -> "SpotConfig":
         """The shipped settings of a scorer: "ecc" -> SpotConfig(), "flow" -> SpotConfig.flow(),
         "auto" -> both scorers run, each track is spotted with one (`choose_method`; a track
-        whose first auto_settle_s seconds settle it on flow stops its ECC scorer: `settles_on_flow`)."""
+        whose first auto_settle_s seconds of ECC scores already choose flow stops its ECC scorer:
+        mer.video.Motion)."""
         if method not in METHODS:
             raise ValueError(f"unknown spotting method {method!r}: choose one of {', '.join(METHODS)}")
         return cls.flow(**kw) if method == "flow" else cls(**{"method": method, **kw})
@@ -148,16 +149,6 @@ def choose_method(config: SpotConfig, ecc_scores) -> str:
     v = np.asarray(ecc_scores, np.float64)
     v = v[np.isfinite(v)]
     return "flow" if len(v) and float(np.median(v)) > config.auto_ecc_median else "ecc"
-
-
-def settles_on_flow(config: SpotConfig, first_ecc_scores) -> bool:
-    """"auto" looks once at a track's first `auto_settle_s` seconds of ECC scores: when their median
-    is already over `auto_ecc_median`, the face is a real, moving one, its ECC scorer stops (the
-    cost of running both scorers on every frame is spared) and the track is spotted by flow; the
-    ECC scores it has are (nearly always exactly) these, so `choose_method` over the whole track
-    agrees; mer.video keeps flow for a settled face in any case. Otherwise
-    both scorers run on and the whole track's median decides."""
-    return config.method == "auto" and config.auto_settle_s is not None and choose_method(config, first_ecc_scores) == "flow"
 
 
 # ---------------------------------------------------------------------------------------- the score

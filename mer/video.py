@@ -26,7 +26,7 @@ per face and the per-row table):
               then, and the frame's crops (held meanwhile) to that scorer's thumbnail and apex
               stores; each finished track keeps the scorer mer.spotting.choose_method picks
               (`motion_by`); "auto" stops a face's ECC scorer once its first 3 s of ECC scores
-              settle it on flow (mer.spotting.settles_on_flow)
+              already choose flow (Motion._check)
     spot      one function over the finished table: micro and macro intervals (spot_intervals),
               then recognised: micro by the micro-expression model from the apex crop, macro by
               the per-frame probabilities (mer.spotting.recognize, column recognized_by)
@@ -49,7 +49,7 @@ import pandas as pd
 from .decode import FrameChunk, VideoError, check_file, clean_error, diagnose, open_source
 from .faces import DetectorConfig, Face, FaceDetector
 from .spotting import (DEFAULT_METHOD, INTERVAL_COLUMNS, MotionScorer, SpotConfig, choose_method, recognize,
-                       settles_on_flow, smooth_time, spot, track_config)
+                       smooth_time, spot, track_config)
 from .tracking import IoUTracker, TrackerConfig, interpolate
 from .aus import add_mesh_columns, label_intervals, mesh_vector, recognize_micro_by_aus
 from .landmarker import MeshStage
@@ -224,9 +224,9 @@ class Motion:
                  apex_keep: int, micro=None):
         self.config = config
         self.scorers = {m: MotionScorer(config.resolved(m)) for m in config.scorers()}
-        self.first: dict[int, dict] = {}   # "auto": a face's first ECC scores, until looked at (_check)
-        self.checked: set[int] = set()      # faces looked at ...
-        self.settled: set[int] = set()      # ... and of them those settled on flow (ECC stopped)
+        self.settling = config.method == "auto" and config.auto_settle_s is not None
+        self.first: dict[int, dict | None] = {}  # "auto": a face's first ECC scores until looked at (_check), then None
+        self.settled: set[int] = set()            # the faces settled on flow there (their ECC scorer stopped)
         self.scored, self.micro = scored, micro
         self.thumbs = {m: Thumbnails(n_thumbnails, gap) for m in self.scorers}
         self.apexes = {m: Thumbnails(0, gap, apex_keep) for m in self.scorers}
@@ -243,8 +243,8 @@ class Motion:
                 self.pending[(f.index, r.face_id)] = [r.crop, mc, len(self.scorers)]
                 if r.face_id in self.settled:  # "auto" settled this face on flow: ECC scores nothing more
                     self._take("ecc", [(r.face_id, f.index, math.nan)])
-                elif self.config.method == "auto" and self.config.auto_settle_s is not None and r.face_id not in self.checked:
-                    self.first.setdefault(r.face_id, {"t0": f.start_s, "t": {}, "s": []})["t"][f.index] = f.start_s
+                elif self.settling and self.first.setdefault(r.face_id, {"t0": f.start_s, "t": {}, "s": []}):
+                    self.first[r.face_id]["t"][f.index] = f.start_s
                 for m, sc in self.scorers.items():
                     if not (m == "ecc" and r.face_id in self.settled):
                         self._take(m, sc.push(r.face_id, f.index, f.start_s, f.image, r.face))
@@ -270,13 +270,15 @@ class Motion:
             held[2] = left - 1
             if held[2] <= 0:
                 del self.pending[(frame, fid)]
-        if method == "ecc" and self.first:
+        if method == "ecc" and self.settling:
             self._check(out)
 
     def _check(self, out) -> None:
-        """"auto": once a face has `auto_settle_s` seconds of ECC scores, look at them once
-        (mer.spotting.settles_on_flow); a face settled on flow has its ECC scorer stopped, and the
-        frames that scorer held get no ECC score (NaN)."""
+        """"auto": once a face has `auto_settle_s` seconds of ECC scores, look at them once:
+        when they already choose flow (mer.spotting.choose_method: median over auto_ecc_median), the
+        face is a real, moving one, settled on flow: its ECC scorer is stopped and the frames that
+        scorer held get no ECC score (NaN). Otherwise both scorers run on and the whole track's
+        median decides."""
         for fid, frame, score in out:
             e = self.first.get(fid)
             if e is None or frame not in e["t"]:
@@ -284,9 +286,8 @@ class Motion:
             e["s"].append(score)
             if e["t"].pop(frame) - e["t0"] < self.config.auto_settle_s:
                 continue
-            del self.first[fid]
-            self.checked.add(fid)
-            if settles_on_flow(self.config, e["s"]):
+            self.first[fid] = None  # looked at
+            if choose_method(self.config, e["s"]) == "flow":
                 self.settled.add(fid)
                 left = self.scorers["ecc"].drop(fid)
                 self._take("ecc", [(fid, f, math.nan) for f in left])
