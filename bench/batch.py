@@ -326,12 +326,21 @@ def main() -> None:
     from batch.runner import WORKER_ENV
     for k, v in WORKER_ENV.items():  # measured as the batch workers run (set before torch loads)
         os.environ.setdefault(k, v)
+    from mer.faces import resolve_device
+    dev = str(resolve_device(args.device))
+    tmp = Path(tempfile.mkdtemp(prefix="mer-bench-"))  # generated clips, checkpoints: removed at the end
+    try:
+        measure(args, tmp, dev)
+    finally:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(args, tmp: Path, dev: str) -> None:
+    """Every figure main() asks for; generated files go to tmp."""
     import torch
     from batch.synth import make_face_clip
-    from mer.faces import resolve_device
     from mer.video import VideoSettings
-    dev = str(resolve_device(args.device))
-    tmp = Path(tempfile.mkdtemp(prefix="mer-bench-"))
     p = predictor_for(args.checkpoint, dev, tmp)
     ckpt = str(p.checkpoint)
     settings = VideoSettings(detect_every=args.detect_every, detect_max_side=args.detect_max_side,
