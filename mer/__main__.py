@@ -166,7 +166,9 @@ def face_line(i: int, fp) -> str:
     x1, y1, x2, y2 = fp.face.box
     line = (f"face {i}: {fp.top_class} {fp.top_prob:.2f}  box ({x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f})"
             f"  detection {fp.face.prob:.2f}")
-    if fp.mesh is not None:
+    if fp.mesh is not None and not fp.mesh.found:
+        line += f"  face mesh: no face in this crop (presence {fp.mesh.presence:.2f}), no AU proxies"
+    elif fp.mesh is not None:
         from .aus import top_aus
         top = ", ".join(f"AU{int(n[2:])} {v:.2f}" for n, v in top_aus(fp.aus))
         line += f"  AU proxies: {top or 'none >= 0.2'}  yaw/pitch/roll {'/'.join(f'{v:.0f}' for v in fp.mesh.pose)}"

@@ -157,17 +157,22 @@ INTERVAL_AU_COLUMNS = ["aus", "objective_class", "emotion"]  # after mer.spottin
 
 
 def mesh_columns() -> list[str]:
-    """The frames table's mesh columns: bs_<blendshape> x 52, yaw, pitch, roll, au01 ... au45."""
-    return [f"bs_{n}" for n in BLENDSHAPE_NAMES] + POSE_COLUMNS + list(AU_NAMES)
+    """The frames table's mesh columns: mesh_presence, bs_<blendshape> x 52, yaw, pitch, roll,
+    au01 ... au45."""
+    return ["mesh_presence"] + [f"bs_{n}" for n in BLENDSHAPE_NAMES] + POSE_COLUMNS + list(AU_NAMES)
 
 
 def mesh_vector(mesh) -> np.ndarray:
-    """A MeshResult (or None) -> the row's values in mesh_columns() order (NaN without a mesh)."""
-    n = len(BLENDSHAPE_NAMES) + len(POSE_COLUMNS) + len(AU_NAMES)
+    """A MeshResult (or None) -> the row's values in mesh_columns() order: NaN without a mesh; the
+    presence only where the mesh does not take the crop for a face (MeshResult.found)."""
+    out = np.full(1 + len(BLENDSHAPE_NAMES) + len(POSE_COLUMNS) + len(AU_NAMES), np.nan, np.float32)
     if mesh is None:
-        return np.full(n, np.nan, np.float32)
-    bs = np.asarray(mesh.blendshapes, np.float32)
-    return np.concatenate([bs, np.asarray(mesh.pose, np.float32), bs @ _MATRIX])
+        return out
+    out[0] = mesh.presence
+    if mesh.found:
+        bs = np.asarray(mesh.blendshapes, np.float32)
+        out[1:] = np.concatenate([bs, np.asarray(mesh.pose, np.float32), bs @ _MATRIX])
+    return out
 
 
 def add_mesh_columns(df, values: list[np.ndarray]) -> None:

@@ -35,6 +35,9 @@ from .models.facemesh import BLENDSHAPE_LANDMARKS, BLENDSHAPE_NAMES, INPUT_SIZE
 
 DEFAULT_LANDMARKER = Path(__file__).resolve().parent / "weights" / "face_landmarker.safetensors"
 ROI_SCALE = 1.5           # MediaPipe's RectTransformation scale for the face region
+# MediaPipe's min_face_presence_confidence default: a crop the mesh scores below this is not a face to
+# it (a hand over the face, a false detection); its blendshapes, pose and AU proxies are not reported
+MIN_PRESENCE = 0.5
 EYE_OUTER = (33, 263)     # MediaPipe's rotation keypoints on the mesh (outer corners of the eyes)
 # Faces per forward pass on the CPU. The mesh's first stages are wide (16 x 128 x 128 per face) and
 # cheap per pixel, so large batches spend their time on fresh memory: at 64 faces a pass, 18.7 ms of
@@ -50,6 +53,12 @@ class MeshResult:
     presence: float          # the mesh's face-presence probability
     blendshapes: np.ndarray  # (52,) scores in [0, 1], BLENDSHAPE_NAMES order
     pose: tuple[float, float, float]  # yaw, pitch, roll in degrees
+
+    @property
+    def found(self) -> bool:
+        """The mesh takes the crop for a face (presence >= MIN_PRESENCE); otherwise its blendshapes,
+        pose and AU proxies are guesses about something else, and are not reported."""
+        return self.presence >= MIN_PRESENCE
 
     def blendshape_dict(self, ndigits: int = 4) -> dict[str, float]:
         return {n: round(float(v), ndigits) for n, v in zip(BLENDSHAPE_NAMES, self.blendshapes)}
@@ -182,7 +191,8 @@ class Landmarker:
 class MeshStage:
     """mer.video's mesh stage: every face of a group of frames through the Landmarker in one batch
     (FaceRecord.mesh); with `keep_landmarks`, each face's 478 landmarks are kept (float16) for
-    `<video>.landmarks.npz`."""
+    `<video>.landmarks.npz`, with the mesh's presence (landmarks of a crop under MIN_PRESENCE are
+    kept too, marked by it)."""
 
     def __init__(self, landmarker: Landmarker | None, keep_landmarks: bool = False):
         self.landmarker, self.keep = landmarker, keep_landmarks
@@ -194,13 +204,15 @@ class MeshStage:
             for (f, r), m in zip(recs, self.landmarker.run([f.image for f, _ in recs], [r.face for _, r in recs])):
                 r.mesh = m
                 if self.keep:
-                    self.kept.append((f.index, r.face_id, m.landmarks.astype(np.float16)))
+                    self.kept.append((f.index, r.face_id, m.landmarks.astype(np.float16), m.presence))
         return frames
 
     def arrays(self) -> dict[str, np.ndarray] | None:
-        """{'frame', 'face_id', 'landmarks' (K, 478, 3) image pixels} or None when not kept."""
+        """{'frame', 'face_id', 'landmarks' (K, 478, 3) image pixels, 'presence' (K,)} or None when
+        not kept."""
         if not self.keep:
             return None
         k = self.kept
         return {"frame": np.array([e[0] for e in k], np.int64), "face_id": np.array([e[1] for e in k], np.int64),
-                "landmarks": np.stack([e[2] for e in k]) if k else np.zeros((0, 478, 3), np.float16)}
+                "landmarks": np.stack([e[2] for e in k]) if k else np.zeros((0, 478, 3), np.float16),
+                "presence": np.array([e[3] for e in k], np.float32)}

@@ -64,7 +64,8 @@ class LiveFace:
 
     @functools.cached_property
     def top_aus(self) -> list[tuple[str, float]]:
-        """The face's three strongest AU proxies (mer.aus.top_aus), empty without a mesh."""
+        """The face's three strongest AU proxies (mer.aus.top_aus), empty without a mesh (or where
+        the mesh sees no face: FacePrediction.aus)."""
         return top_aus(self.prediction.aus) if self.prediction.mesh is not None else []
 
 

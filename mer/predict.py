@@ -34,16 +34,20 @@ class FacePrediction:
 
     @property
     def aus(self) -> dict[str, float]:
-        """AU proxies (mer.aus) from the blendshapes; empty without a mesh."""
+        """AU proxies (mer.aus) from the blendshapes; empty without a mesh, or where the mesh does
+        not take the crop for a face (MeshResult.found: a hand over the face, a false detection)."""
         from .aus import aus_from_blendshapes
-        return aus_from_blendshapes(self.mesh.blendshapes) if self.mesh is not None else {}
+        return aus_from_blendshapes(self.mesh.blendshapes) if self.mesh is not None and self.mesh.found else {}
 
     def to_dict(self) -> dict:
         d = {**self.face.to_dict(), "probs": {k: round(v, 6) for k, v in self.probs.items()},
              "top_class": self.top_class, "top_prob": round(self.top_prob, 6)}
-        if self.mesh is not None:
-            d.update(blendshapes=self.mesh.blendshape_dict(), aus={k: round(v, 4) for k, v in self.aus.items()},
-                     pose=self.mesh.pose_dict())
+        if self.mesh is not None:  # blendshapes, aus and pose are null where the mesh sees no face
+            found = self.mesh.found
+            d.update(mesh_presence=round(float(self.mesh.presence), 4),
+                     blendshapes=self.mesh.blendshape_dict() if found else None,
+                     aus={k: round(v, 4) for k, v in self.aus.items()} if found else None,
+                     pose=self.mesh.pose_dict() if found else None)
         return d
 
 

@@ -191,9 +191,10 @@ def test_video_rows_and_intervals_carry_aus(au12_clip, tmp_path):
     paths = write_video_report(res, tmp_path, "au12")
     frames = pd.read_csv(paths["frames"])
     cols = mesh_columns()
-    assert len(cols) == 52 + 3 + 16 and set(cols) <= set(frames.columns)
-    assert {"bs_mouthSmileLeft", "yaw", "pitch", "roll", "au01", "au12", "au45"} <= set(frames.columns)
+    assert len(cols) == 1 + 52 + 3 + 16 and set(cols) <= set(frames.columns)
+    assert {"mesh_presence", "bs_mouthSmileLeft", "yaw", "pitch", "roll", "au01", "au12", "au45"} <= set(frames.columns)
     face_rows = frames[frames["face_id"].notna()]
+    assert (face_rows["mesh_presence"] >= 0.5).all() and frames.loc[frames["face_id"].isna(), "mesh_presence"].isna().all()
     assert face_rows["au12"].notna().all() and face_rows["au12"].max() > face_rows["au12"].median() + 0.15
     iv = pd.read_csv(paths["intervals"], keep_default_na=False)
     assert {"aus", "objective_class", "emotion"} <= set(iv.columns)
@@ -205,6 +206,7 @@ def test_video_rows_and_intervals_carry_aus(au12_clip, tmp_path):
     assert r["emotion"] in ("Happiness", "Surprise", "Sadness", "Fear", "Others")
     lm = np.load(paths["landmarks"])
     assert lm["landmarks"].shape == (len(face_rows), 478, 3) and len(lm["frame"]) == len(face_rows)
+    assert np.allclose(np.sort(lm["presence"]), np.sort(face_rows["mesh_presence"]), atol=1e-3)
     assert "AU proxies over time" in paths["html"].read_text()
 
 
@@ -242,7 +244,38 @@ def test_cli_json_has_blendshapes_aus_and_pose(media):
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout.splitlines()[0])
     assert len(d["blendshapes"]) == 52 and set(d["aus"]) == set(AU_NAMES) and set(d["pose"]) == {"yaw", "pitch", "roll"}
-    assert d["aus"]["au12"] >= 0.5
+    assert d["aus"]["au12"] >= 0.5 and d["mesh_presence"] >= 0.5
+
+
+def test_mesh_reports_no_aus_for_what_is_not_a_face(media):
+    """A box MTCNN might put on something that is not a face (here: squares of a photo without
+    faces, with eye points where eyes would be): the mesh's presence is under MIN_PRESENCE, so the
+    prediction carries that presence and no blendshapes, pose or AU proxies; a real face keeps them."""
+    from mer.aus import mesh_vector
+    from mer.faces import Face
+    from mer.images import read_image
+    from mer.landmarker import MIN_PRESENCE
+    from mer.predict import Predictor
+    p = Predictor(device="cpu")
+    img = read_image(media / "no-faces.jpg")
+    h, w = img.shape[:2]
+    fakes = []
+    for fx, fy, fs in ((0.1, 0.1, 0.3), (0.5, 0.4, 0.25), (0.3, 0.6, 0.2)):
+        s = fs * min(h, w)
+        x, y = fx * w, fy * h
+        pts = np.array([[.3, .4], [.7, .4], [.5, .6], [.35, .8], [.65, .8]], np.float32) * s + [x, y]
+        fakes.append(Face(np.array([x, y, x + s, y + s], np.float32), 0.95, pts))
+    real = read_image(media / "obama.jpg")
+    preds = p.predict_faces([img, real], [fakes, p.detector.detect([real])[0]])
+    for fp in preds[0]:
+        assert fp.mesh is not None and fp.mesh.presence < MIN_PRESENCE and not fp.mesh.found
+        d = fp.to_dict()
+        assert d["mesh_presence"] < MIN_PRESENCE and d["blendshapes"] is None and d["aus"] is None and d["pose"] is None
+        assert fp.aus == {}
+        v = mesh_vector(fp.mesh)
+        assert v[0] == pytest.approx(fp.mesh.presence) and np.isnan(v[1:]).all()
+    (face,) = preds[1]
+    assert face.mesh.found and face.aus["au12"] >= 0.5 and not np.isnan(mesh_vector(face.mesh)).any()
 
 
 def test_synth_warps_move_each_aus_own_feature_only():

@@ -116,6 +116,13 @@ def test_outputs_of_a_full_run(full_run, untrained_checkpoint):
                                                               ("Happiness", "Surprise", "Anger", "Fear", "Sadness", "Disgust")]
     assert {"x1", "y1", "x2", "y2", "det_prob", "le_x", "mr_y", "top_class", "top_prob", "motion"} <= set(wolf.columns)
     assert s.loc["wolf.mp4", "frames"] == "472" and s.loc["wolf.mp4", "faces"] == "1"
+    # her hand over her face (about 3.7-5.3 s): the face mesh does not take those crops for a face, so
+    # they get its presence and no AU values; her face before that is found on every frame
+    assert (wolf.loc[wolf["time_s"] < 3.5, "mesh_presence"] >= 0.5).all()
+    hand = wolf[wolf["time_s"].between(3.6, 5.4)]
+    assert (hand["mesh_presence"] < 0.5).any()
+    assert wolf.loc[wolf["mesh_presence"] < 0.5, ["au12", "bs_mouthSmileLeft", "yaw"]].isna().all().all()
+    assert wolf.loc[wolf["mesh_presence"] >= 0.5, "au12"].notna().all()
 
     odd = pd.read_csv(out / (ODD + ".frames.csv"), keep_default_na=False)
     assert len(odd) == 95 and (odd["face_id"] == "").all() and (odd["x1"] == "").all()
