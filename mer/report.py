@@ -269,15 +269,22 @@ def au_bars_figure(preds, classes) -> go.Figure:
     from .aus import AU_LABELS, AU_NAMES, au_code
     fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.08,
                         subplot_titles=("class probabilities", "AU proxies (from blendshapes)"))
+    unseen = []
     for i, p in enumerate(preds):
         col = COLORS[i % len(COLORS)]
         fig.add_trace(go.Bar(x=list(classes), y=[p.probs[c] for c in classes], name=f"face #{i}",
                              legendgroup=f"f{i}", marker_color=col), row=1, col=1)
         aus = getattr(p, "aus", {}) or {}
+        mesh = getattr(p, "mesh", None)
         if aus:
             fig.add_trace(go.Bar(x=[f"AU{au_code(n)}" for n in AU_NAMES], y=[aus[n] for n in AU_NAMES],
                                  name=f"AU proxies of face {i}", legendgroup=f"f{i}", showlegend=False, marker_color=col,
                                  hovertext=[AU_LABELS[n] for n in AU_NAMES]), row=1, col=2)
+        elif mesh is not None and not mesh.found:  # a hand over the face, a false detection
+            unseen.append(f"face #{i}: no face to the face mesh (presence {mesh.presence:.2f}), no AU proxies")
+    if unseen:
+        fig.add_annotation(text="<br>".join(unseen), xref="x2 domain", yref="y2 domain", x=0.5, y=0.9,
+                           showarrow=False, font=dict(color="#555"))
     fig.update_yaxes(range=[0, 1], row=1, col=1, title_text="probability")
     fig.update_yaxes(range=[0, 1], row=1, col=2)
     fig.update_layout(barmode="group", height=340, margin=dict(l=40, r=10, t=40, b=30), template="plotly_white",

@@ -276,6 +276,10 @@ def test_mesh_reports_no_aus_for_what_is_not_a_face(media):
         assert v[0] == pytest.approx(fp.mesh.presence) and np.isnan(v[1:]).all()
     (face,) = preds[1]
     assert face.mesh.found and face.aus["au12"] >= 0.5 and not np.isnan(mesh_vector(face.mesh)).any()
+    from mer.report import au_bars_figure  # the image tab: bars for the real face, a note for the others
+    fig = au_bars_figure([preds[1][0], preds[0][0]], p.classes)
+    assert len([t for t in fig.data if t.name and t.name.startswith("AU proxies")]) == 1
+    assert "face #1: no face to the face mesh" in " ".join(a.text or "" for a in fig.layout.annotations)
 
 
 def test_synth_warps_move_each_aus_own_feature_only():
