@@ -52,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="downscale frames to this longer side for detection (default 320; 0 = full size)")
     ap.add_argument("--no-aus", action="store_true",
                     help="skip the face mesh: no mesh_presence/bs_*/yaw/pitch/roll/au* columns, no interval AUs")
+    ap.add_argument("--mesh-every", type=int, default=1, metavar="N",
+                    help="run the face mesh every N frames and interpolate its values in between (default 1: "
+                         "every frame; 2 halves its cost, docs/aus.md)")
     ap.add_argument("--spot-method", default=SPOT_METHOD, choices=list(SPOT_METHODS),
                     help="motion scorer for spotting (mer.spotting.SpotConfig.for_method): 'flow' = optical flow "
                          "against frames 0.3 s before and after, for real video (head motion, speech); 'ecc' = "
@@ -113,7 +116,8 @@ def main(argv=None) -> int:
     inp = args.input_dir
     if not inp.is_dir():
         return usage_error(f"input folder {inp} does not exist or is not a folder")
-    for name, v, lo in (("--detect-every", args.detect_every, 1), ("--workers", args.workers, 1),
+    for name, v, lo in (("--detect-every", args.detect_every, 1), ("--mesh-every", args.mesh_every, 1),
+                        ("--workers", args.workers, 1),
                         ("--detect-max-side", args.detect_max_side, 0),
                         ("--max-videos-per-worker", args.max_videos_per_worker, 0)):
         if v < lo:
@@ -226,7 +230,7 @@ def settings_from_args(args) -> dict:
     """The VideoSettings fields the command line sets, as a dict (the worker builds the
     mer.video.VideoSettings from it, defaults filled in: batch.runner.video_settings)."""
     return {"detect_every": args.detect_every, "detect_max_side": args.detect_max_side or None,
-            "aus": not args.no_aus, "landmarks": args.landmarks,
+            "aus": not args.no_aus, "mesh_every": args.mesh_every, "landmarks": args.landmarks,
             "spotting": {"method": args.spot_method}}  # the worker builds SpotConfig.for_method from it
 
 

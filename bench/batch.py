@@ -318,6 +318,7 @@ def main() -> None:
                     help="a Python with fer==25.10.3 installed (for the fer comparison)")
     ap.add_argument("--ray", action="store_true", help="also measure Ray throughput with 1 vs 2 workers")
     ap.add_argument("--chunk-size", type=int, default=64, help="frames decoded at a time (VideoSettings.chunk_size)")
+    ap.add_argument("--mesh-every", type=int, default=1, help="face mesh every N frames (VideoSettings.mesh_every)")
     ap.add_argument("--mem-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mem_child:
@@ -344,10 +345,11 @@ def measure(args, tmp: Path, dev: str) -> None:
     p = predictor_for(args.checkpoint, dev, tmp)
     ckpt = str(p.checkpoint)
     settings = VideoSettings(detect_every=args.detect_every, detect_max_side=args.detect_max_side,
-                             chunk_size=args.chunk_size)
+                             chunk_size=args.chunk_size, mesh_every=args.mesh_every)
     det = p.detector_for(settings.detector_config())
     print(f"device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}, detect_every "
-          f"{args.detect_every}, detect_max_side {args.detect_max_side}, checkpoint {Path(ckpt).name}")
+          f"{args.detect_every}, detect_max_side {args.detect_max_side}, mesh_every {args.mesh_every}, "
+          f"checkpoint {Path(ckpt).name}")
     clips = []
     wolf = MEDIA / "WolfgangLanger_Pexels.mp4"
     if wolf.is_file():

@@ -188,23 +188,56 @@ class Landmarker:
         return res
 
 
+def interpolate_mesh(a: MeshResult, b: MeshResult, w: float) -> MeshResult:
+    """The mesh a fraction w of the way from a to b (landmarks, presence, blendshapes, pose: linear)."""
+    return MeshResult(((1 - w) * a.landmarks + w * b.landmarks).astype(np.float32),
+                      (1 - w) * a.presence + w * b.presence,
+                      ((1 - w) * a.blendshapes + w * b.blendshapes).astype(np.float32),
+                      tuple((1 - w) * x + w * y for x, y in zip(a.pose, b.pose)))
+
+
 class MeshStage:
     """mer.video's mesh stage: every face of a group of frames through the Landmarker in one batch
     (FaceRecord.mesh); with `keep_landmarks`, each face's 478 landmarks are kept (float16) for
     `<video>.landmarks.npz`, with the mesh's presence (landmarks of a crop under MIN_PRESENCE are
-    kept too, marked by it)."""
+    kept too, marked by it).
 
-    def __init__(self, landmarker: Landmarker | None, keep_landmarks: bool = False):
-        self.landmarker, self.keep = landmarker, keep_landmarks
-        self.kept: list[tuple[int, int, np.ndarray]] = []
+    `every` > 1 runs the mesh on every `every`-th frame and on the group's last frame only, and
+    gives a face on a frame between two of those the mesh interpolated between its own two meshes
+    there (linear in the frame number); a face missing from either of them gets its own mesh pass.
+    A group is interpolated within itself, so nothing waits for the next one (docs/aus.md)."""
+
+    def __init__(self, landmarker: Landmarker | None, keep_landmarks: bool = False, every: int = 1):
+        if int(every) < 1:
+            raise ValueError(f"mesh every must be 1 or more frames, not {every}")
+        self.landmarker, self.keep, self.every = landmarker, keep_landmarks, int(every)
+        self.kept: list[tuple[int, int, np.ndarray, float]] = []
 
     def __call__(self, frames: list) -> list:
-        recs = [(f, r) for f in frames for r in f.faces]
-        if recs and self.landmarker is not None:
-            for (f, r), m in zip(recs, self.landmarker.run([f.image for f, _ in recs], [r.face for _, r in recs])):
-                r.mesh = m
-                if self.keep:
-                    self.kept.append((f.index, r.face_id, m.landmarks.astype(np.float16), m.presence))
+        if self.landmarker is None or not any(f.faces for f in frames):
+            return frames
+        last = frames[-1].index
+        key = {f.index for f in frames if f.index % self.every == 0 or f.index == last}
+        run = [(f, r) for f in frames for r in f.faces if f.index in key]
+        between = []  # (frame, record, previous key frame, next key frame): filled after the pass
+        for i, f in enumerate(frames):
+            if f.index in key:
+                continue
+            prev = next((g for g in reversed(frames[:i]) if g.index in key), None)
+            nxt = next((g for g in frames[i + 1:] if g.index in key), None)
+            for r in f.faces:
+                if prev is not None and nxt is not None and _has(prev, r.face_id) and _has(nxt, r.face_id):
+                    between.append((f, r, prev, nxt))
+                else:
+                    run.append((f, r))
+        for (f, r), m in zip(run, self.landmarker.run([f.image for f, _ in run], [r.face for _, r in run])):
+            r.mesh = m
+        for f, r, prev, nxt in between:
+            a, b = _has(prev, r.face_id).mesh, _has(nxt, r.face_id).mesh
+            r.mesh = interpolate_mesh(a, b, (f.index - prev.index) / (nxt.index - prev.index))
+        if self.keep:
+            self.kept += [(f.index, r.face_id, r.mesh.landmarks.astype(np.float16), float(r.mesh.presence))
+                          for f in frames for r in f.faces]
         return frames
 
     def arrays(self) -> dict[str, np.ndarray] | None:
@@ -216,3 +249,8 @@ class MeshStage:
         return {"frame": np.array([e[0] for e in k], np.int64), "face_id": np.array([e[1] for e in k], np.int64),
                 "landmarks": np.stack([e[2] for e in k]) if k else np.zeros((0, 478, 3), np.float16),
                 "presence": np.array([e[3] for e in k], np.float32)}
+
+
+def _has(frame, face_id: int):
+    """The frame's record of that face, or None."""
+    return next((r for r in frame.faces if r.face_id == face_id), None)

@@ -77,6 +77,7 @@ class VideoSettings:
     max_side: int | None = None        # refuse videos whose longer side is over this (pixels)
     n_thumbnails: int = 6
     aus: bool = True                   # face mesh + blendshapes + AU proxies + head pose per face and frame
+    mesh_every: int = 1                # run the face mesh on every Nth frame, interpolate in between (MeshStage)
     micro_by: str = "micro_model"      # micro intervals' class: "micro_model" (apex crop) or "aus" (mer.aus)
     landmarks: bool = False            # keep the 478 landmarks per face and frame (VideoResult.landmarks)
     isolate_decoder: bool = False      # decode in a child process (a decoder crash cannot end this one)
@@ -612,7 +613,7 @@ def analyze_video(path: str | Path, predictor, settings: VideoSettings | None = 
         micro = micro_predictor if micro_predictor is not None else micro_model_for(predictor)
         motion = Motion(s.spotting, rows.scored, s.n_thumbnails, gap, APEX_KEEP if micro else 0, micro or None)
         shown = Preview(preview, classes) if preview is not None else None
-        mesh = MeshStage(predictor.landmarker if s.aus else None, s.landmarks)
+        mesh = MeshStage(predictor.landmarker if s.aus else None, s.landmarks, s.mesh_every)
 
         def score(frames: list[FrameRecord]) -> None:
             mesh(frames)

@@ -210,6 +210,43 @@ def test_video_rows_and_intervals_carry_aus(au12_clip, tmp_path):
     assert "AU proxies over time" in paths["html"].read_text()
 
 
+def test_mesh_every_second_frame_interpolates_between_its_own_meshes(au12_clip):
+    """mesh_every=2: the mesh runs on about half the face rows (even frames and each chunk's last),
+    the rows between get values between their neighbours', close to their own, and the planted
+    AU12 micro-expression is still labelled AU12."""
+    import dataclasses
+    from mer.aus import mesh_columns
+    from mer.predict import Predictor
+    from mer.video import VideoSettings, analyze_video
+    p = Predictor(device="cpu")
+    crops = []
+    hook = p.landmarker.model.mesh.register_forward_hook(lambda m, i, o: crops.append(len(i[0])))
+    s = VideoSettings(detect_every=3, chunk_size=16)
+    try:
+        full = analyze_video(au12_clip, p, s)
+        n_full, crops[:] = sum(crops), []
+        half = analyze_video(au12_clip, p, dataclasses.replace(s, mesh_every=2))
+        n_half = sum(crops)
+    finally:
+        hook.remove()
+    a, b = (r.frames[r.frames["face_id"].notna()].set_index("frame") for r in (full, half))
+    assert n_full == len(a) and n_half <= 0.7 * len(a)  # half, and each group's last frame
+    cols = [c for c in mesh_columns() if c.startswith(("bs_", "au"))]
+    assert b[cols].notna().all().all()
+    even = b.index[b.index % 2 == 0]
+    assert np.abs(b.loc[even, cols] - a.loc[even, cols]).max().max() < 1e-3  # meshed: the same values
+    # the rows that differ from the every-frame run are interpolated: odd frames, between their neighbours
+    moved = [f for f in b.index if np.abs(b.loc[f, cols] - a.loc[f, cols]).max() > 1e-3]
+    assert len(moved) >= len(b) // 4 and all(f % 2 for f in moved)
+    lo = np.minimum(b.loc[[f - 1 for f in moved], cols].to_numpy(), b.loc[[f + 1 for f in moved], cols].to_numpy())
+    hi = np.maximum(b.loc[[f - 1 for f in moved], cols].to_numpy(), b.loc[[f + 1 for f in moved], cols].to_numpy())
+    v = b.loc[moved, cols].to_numpy()
+    assert ((v >= lo - 2e-4) & (v <= hi + 2e-4)).all()
+    assert np.median(np.abs(v - a.loc[moved, cols].to_numpy())) < 0.02  # and close to their own mesh
+    iv = half.intervals
+    assert any("AU12" in str(x).split("+") for x in iv.loc[iv["type"] == "micro", "aus"])
+
+
 def test_video_mesh_runs_beside_detection_with_its_own_threads(au12_clip):
     """The mesh runs on the scoring thread (beside the next chunk's detection) with half the torch
     threads on the CPU; the caller's torch threads, and those a new thread starts with, stay."""

@@ -213,6 +213,8 @@ def test_help_and_usage_errors(tmp_path, untrained_checkpoint):
     assert r.returncode == 2 and "error:" in r.stderr and not (tmp_path / "o" / "manifest.json").exists()
     r = run_batch(tmp_path / "in", "--out", tmp_path / "o", "--checkpoint", untrained_checkpoint, "--workers", "0")
     assert r.returncode == 2 and "--workers" in r.stderr
+    r = run_batch(tmp_path / "in", "--out", tmp_path / "o", "--checkpoint", untrained_checkpoint, "--mesh-every", "0")
+    assert r.returncode == 2 and "--mesh-every must be at least 1" in r.stderr
     (tmp_path / "empty").mkdir()
     r = run_batch(tmp_path / "empty", "--out", tmp_path / "o2", "--checkpoint", untrained_checkpoint)
     assert r.returncode == 2 and "no videos" in r.stderr and not (tmp_path / "o2").exists()  # nothing created
