@@ -16,7 +16,8 @@ per face and the per-row table):
     crop      aligned face crop per face (Predictor.crop)
     classify  class probabilities for all crops of a chunk in one batch
     mesh      face mesh, 52 blendshapes, head pose, AU proxies for the faces of a chunk, batched
-              (mer.landmarker.MeshStage; VideoSettings.aus, on by default); runs with rows and
+              (mer.landmarker.MeshStage; VideoSettings.aus, on by default; every frame, or every
+              mesh_every-th with the faces between interpolated); runs with rows and
               motion on one background thread beside the next chunk's decode/detect/classify
     rows      the per-row table (each face row's motion cell waits for its score) and
               (optionally) annotated preview frames
