@@ -204,7 +204,7 @@ class MeshStage:
 
     `every` > 1 runs the mesh on every `every`-th frame and on the group's last frame only, and
     gives a face on a frame between two of those the mesh interpolated between its own two meshes
-    there (linear in the frame number); a face missing from either of them gets its own mesh pass.
+    there (linear in the frames' timestamps); a face missing from either of them gets its own mesh pass.
     A group is interpolated within itself, so nothing waits for the next one (docs/aus.md)."""
 
     def __init__(self, landmarker: Landmarker | None, keep_landmarks: bool = False, every: int = 1):
@@ -234,7 +234,9 @@ class MeshStage:
             r.mesh = m
         for f, r, prev, nxt in between:
             a, b = _has(prev, r.face_id).mesh, _has(nxt, r.face_id).mesh
-            r.mesh = interpolate_mesh(a, b, (f.index - prev.index) / (nxt.index - prev.index))
+            span = nxt.start_s - prev.start_s  # real time: a variable-frame-rate video is weighted by it
+            w = (f.start_s - prev.start_s) / span if span > 0 else (f.index - prev.index) / (nxt.index - prev.index)
+            r.mesh = interpolate_mesh(a, b, min(1.0, max(0.0, w)))
         if self.keep:
             self.kept += [(f.index, r.face_id, r.mesh.landmarks.astype(np.float16), float(r.mesh.presence))
                           for f in frames for r in f.faces]

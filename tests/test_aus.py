@@ -247,6 +247,22 @@ def test_mesh_every_second_frame_interpolates_between_its_own_meshes(au12_clip):
     assert any("AU12" in str(x).split("+") for x in iv.loc[iv["type"] == "micro", "aus"])
 
 
+def test_mesh_every_weights_by_real_time(media, detector, landmarker):
+    """A frame between two meshed ones gets the mesh weighted by its timestamp (variable frame
+    rate), here 0.9 of the way from a smiling face to a neutral one."""
+    from mer.images import read_image
+    from mer.landmarker import MeshStage
+    from mer.video import FaceRecord, FrameRecord
+    smile, neutral = read_image(media / "obama.jpg"), read_image(media / "neutral.jpeg")
+    fs, fn = detector.detect([smile])[0][0], detector.detect([neutral])[0][0]
+    frames = [FrameRecord(i, t, t + 0.05, img, faces=[FaceRecord(0, f, True)])
+              for i, (t, img, f) in enumerate(((0.0, smile, fs), (0.9, smile, fs), (1.0, neutral, fn)))]
+    MeshStage(landmarker, every=2)(frames)
+    a, m, b = (f.faces[0].mesh.blendshapes for f in frames)
+    assert np.abs(a - b).max() > 0.3  # the two meshed faces differ (the smile)
+    assert np.allclose(m, 0.1 * a + 0.9 * b, atol=1e-5)
+
+
 def test_video_mesh_runs_beside_detection_with_its_own_threads(au12_clip):
     """The mesh runs on the scoring thread (beside the next chunk's detection) with half the torch
     threads on the CPU; the caller's torch threads, and those a new thread starts with, stay."""
