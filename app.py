@@ -60,6 +60,7 @@ class AppSettings:
     max_video_s: float = field(default_factory=lambda: _env("MER_MAX_VIDEO_S", 60.0, float))
     max_video_side: int = field(default_factory=lambda: _env("MER_MAX_VIDEO_SIDE", 1920, int))
     detect_every: int = field(default_factory=lambda: _env("MER_DETECT_EVERY", 3, int))
+    mesh_every: int = field(default_factory=lambda: _env("MER_MESH_EVERY", 1, int))
     spot_method: str = field(default_factory=lambda: _env("MER_SPOT_METHOD", DEFAULT_METHOD))
     preview_side: int = field(default_factory=lambda: _env("MER_PREVIEW_SIDE", 640, int))
     max_display_side: int = 1600    # the annotated image is shrunk to this for the browser
@@ -76,6 +77,9 @@ class AppSettings:
     def __post_init__(self):
         if self.spot_method not in METHODS:
             raise ValueError(f"MER_SPOT_METHOD={self.spot_method!r}: choose one of {', '.join(METHODS)}")
+        for name, v in (("MER_DETECT_EVERY", self.detect_every), ("MER_MESH_EVERY", self.mesh_every)):
+            if v < 1:
+                raise ValueError(f"{name}={v}: must be 1 or more frames")
 
     def video_settings(self, spot_method: str | None = None):
         """Uploads are decoded in a child process (memory cap, timeout): a decoder crash or hang
@@ -83,7 +87,7 @@ class AppSettings:
         (default: MER_SPOT_METHOD)."""
         from mer.spotting import SpotConfig
         from mer.video import VideoSettings
-        return VideoSettings(detect_every=self.detect_every, max_duration_s=self.max_video_s,
+        return VideoSettings(detect_every=self.detect_every, mesh_every=self.mesh_every, max_duration_s=self.max_video_s,
                              spotting=SpotConfig.for_method(spot_method or self.spot_method),
                              max_side=self.max_video_side, isolate_decoder=True,
                              decoder_memory_mb=self.decoder_memory_mb, decoder_timeout_s=self.decoder_timeout_s)
@@ -391,14 +395,17 @@ class Workbench:
 
 def video_note(s: AppSettings) -> str:
     """How this tab's analysis relates to the batch tool's: the same pipeline, models and CSV
-    columns; the one setting that can differ is how often faces are detected."""
+    columns; the settings that can differ are how often faces are detected and meshed."""
+    mesh = (f" The face mesh (AU proxies) runs on 1 frame in {s.mesh_every}, interpolated in between "
+            f"(MER_MESH_EVERY={s.mesh_every}; `--mesh-every {s.mesh_every}` for the batch tool)."
+            if s.mesh_every != 1 else "")
     if s.detect_every == 1:
         return ("The batch tool's analysis and CSV (`python -m batch`, same settings: faces detected on "
-                "every frame).")
+                "every frame)." + mesh)
     return (f"The batch tool's pipeline, models and CSV columns, with one difference: faces are detected on "
             f"1 frame in {s.detect_every} and tracked in between (MER_DETECT_EVERY={s.detect_every}, for a "
             f"faster answer), where `python -m batch` detects on every frame by default; "
-            f"`python -m batch --detect-every {s.detect_every}` gives this tab's CSV.")
+            f"`python -m batch --detect-every {s.detect_every}` gives this tab's CSV." + mesh)
 
 
 def limits_named(msg: str, s: AppSettings) -> str:
