@@ -219,24 +219,24 @@ class MeshStage:
         last = frames[-1].index
         key = {f.index for f in frames if f.index % self.every == 0 or f.index == last}
         run = [(f, r) for f in frames for r in f.faces if f.index in key]
-        between = []  # (frame, record, previous key frame, next key frame): filled after the pass
+        between = []  # (frame, record, (key frame, its record of the face) before and after): after the pass
         for i, f in enumerate(frames):
             if f.index in key:
                 continue
             prev = next((g for g in reversed(frames[:i]) if g.index in key), None)
             nxt = next((g for g in frames[i + 1:] if g.index in key), None)
             for r in f.faces:
-                if prev is not None and nxt is not None and _has(prev, r.face_id) and _has(nxt, r.face_id):
-                    between.append((f, r, prev, nxt))
+                a, b = _record(prev, r.face_id), _record(nxt, r.face_id)
+                if a is not None and b is not None:
+                    between.append((f, r, (prev, a), (nxt, b)))
                 else:
                     run.append((f, r))
         for (f, r), m in zip(run, self.landmarker.run([f.image for f, _ in run], [r.face for _, r in run])):
             r.mesh = m
-        for f, r, prev, nxt in between:
-            a, b = _has(prev, r.face_id).mesh, _has(nxt, r.face_id).mesh
+        for f, r, (prev, a), (nxt, b) in between:
             span = nxt.start_s - prev.start_s  # real time: a variable-frame-rate video is weighted by it
             w = (f.start_s - prev.start_s) / span if span > 0 else (f.index - prev.index) / (nxt.index - prev.index)
-            r.mesh = interpolate_mesh(a, b, min(1.0, max(0.0, w)))
+            r.mesh = interpolate_mesh(a.mesh, b.mesh, min(1.0, max(0.0, w)))
         if self.keep:
             self.kept += [(f.index, r.face_id, r.mesh.landmarks.astype(np.float16), float(r.mesh.presence))
                           for f in frames for r in f.faces]
@@ -253,6 +253,6 @@ class MeshStage:
                 "presence": np.array([e[3] for e in k], np.float32)}
 
 
-def _has(frame, face_id: int):
-    """The frame's record of that face, or None."""
-    return next((r for r in frame.faces if r.face_id == face_id), None)
+def _record(frame, face_id: int):
+    """The frame's record of that face, or None (also when there is no frame)."""
+    return None if frame is None else next((r for r in frame.faces if r.face_id == face_id), None)
