@@ -51,10 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--detect-max-side", type=int, default=320, metavar="PX",
                     help="downscale frames to this longer side for detection (default 320; 0 = full size)")
     ap.add_argument("--no-aus", action="store_true",
-                    help="skip the face mesh: no mesh_presence/bs_*/yaw/pitch/roll/au* columns, no interval AUs")
+                    help="skip the face mesh: no mesh_presence/mesh_interpolated/bs_*/yaw/pitch/roll/au* columns, no interval AUs")
     ap.add_argument("--mesh-every", type=int, default=1, metavar="N",
                     help="run the face mesh every N frames and interpolate its values in between (default 1: "
-                         "every frame; 2 halves its cost, docs/aus.md)")
+                         "every frame; 2 halves its cost; column mesh_interpolated marks those rows; docs/aus.md)")
     ap.add_argument("--spot-method", default=SPOT_METHOD, choices=list(SPOT_METHODS),
                     help="motion scorer for spotting (mer.spotting.SpotConfig.for_method): 'flow' = optical flow "
                          "against frames 0.3 s before and after, for real video (head motion, speech); 'ecc' = "

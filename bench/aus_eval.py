@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +46,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path)
     ap.add_argument("--detect-every", type=int, default=3)
+    ap.add_argument("--mesh-every", type=int, default=None,
+                    help="face mesh every N frames, interpolated between (default: VideoSettings' default)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--cache", type=Path, default=None,
                     help="analysis cache (training.spot's OUT/cache to reuse its analyses; default: cache/ beside --out)")
@@ -59,6 +62,8 @@ def main() -> int:
     pred = Predictor(device="cpu")
     micro = Predictor(micro_checkpoint(), device="cpu")
     settings = VideoSettings(detect_every=a.detect_every)  # the shipped spotting defaults, as training.spot
+    if a.mesh_every is not None:
+        settings = replace(settings, mesh_every=a.mesh_every)
     cache = (a.cache or ((a.out.parent if a.out else Path("runs")) / "cache")) / cache_key(
         settings, [pred.checkpoint, micro.checkpoint])
     proxied = {int(n[2:]) for n in AU_NAMES}

@@ -157,21 +157,23 @@ INTERVAL_AU_COLUMNS = ["aus", "objective_class", "emotion"]  # after mer.spottin
 
 
 def mesh_columns() -> list[str]:
-    """The frames table's mesh columns: mesh_presence, bs_<blendshape> x 52, yaw, pitch, roll,
-    au01 ... au45."""
-    return ["mesh_presence"] + [f"bs_{n}" for n in BLENDSHAPE_NAMES] + POSE_COLUMNS + list(AU_NAMES)
+    """The frames table's mesh columns: mesh_presence, mesh_interpolated (1 where the values are
+    interpolated between two meshes of the face, `mesh_every` > 1; 0 where the mesh ran on the
+    frame), bs_<blendshape> x 52, yaw, pitch, roll, au01 ... au45."""
+    return (["mesh_presence", "mesh_interpolated"] + [f"bs_{n}" for n in BLENDSHAPE_NAMES] + POSE_COLUMNS
+            + list(AU_NAMES))
 
 
 def mesh_vector(mesh) -> np.ndarray:
     """A MeshResult (or None) -> the row's values in mesh_columns() order: NaN without a mesh; the
     presence only where the mesh does not take the crop for a face (MeshResult.found)."""
-    out = np.full(1 + len(BLENDSHAPE_NAMES) + len(POSE_COLUMNS) + len(AU_NAMES), np.nan, np.float32)
+    out = np.full(2 + len(BLENDSHAPE_NAMES) + len(POSE_COLUMNS) + len(AU_NAMES), np.nan, np.float32)
     if mesh is None:
         return out
-    out[0] = mesh.presence
+    out[0], out[1] = mesh.presence, float(mesh.interpolated)
     if mesh.found:
         bs = np.asarray(mesh.blendshapes, np.float32)
-        out[1:] = np.concatenate([bs, np.asarray(mesh.pose, np.float32), bs @ _MATRIX])
+        out[2:] = np.concatenate([bs, np.asarray(mesh.pose, np.float32), bs @ _MATRIX])
     return out
 
 
@@ -180,7 +182,10 @@ def add_mesh_columns(df, values: list[np.ndarray]) -> None:
     cols = mesh_columns()
     m = np.stack(values) if values else np.zeros((0, len(cols)), np.float32)
     for j, c in enumerate(cols):
-        df[c] = np.round(m[:, j].astype(np.float64), 2 if c in POSE_COLUMNS else 4)
+        if c == "mesh_interpolated":
+            df[c] = pd_ints(m[:, j])
+        else:
+            df[c] = np.round(m[:, j].astype(np.float64), 2 if c in POSE_COLUMNS else 4)
 
 
 def label_intervals(intervals, frames):
@@ -208,6 +213,12 @@ def label_intervals(intervals, frames):
     for c in INTERVAL_AU_COLUMNS:
         intervals[c] = pd_strings([lab[c] for lab in labels])
     return intervals
+
+
+def pd_ints(values):
+    """Float values (NaN = missing) -> a nullable integer column."""
+    import pandas as pd
+    return pd.Series(np.asarray(values, np.float64)).round().astype("Int64").array
 
 
 def pd_strings(values):

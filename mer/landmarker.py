@@ -53,6 +53,7 @@ class MeshResult:
     presence: float          # the mesh's face-presence probability
     blendshapes: np.ndarray  # (52,) scores in [0, 1], BLENDSHAPE_NAMES order
     pose: tuple[float, float, float]  # yaw, pitch, roll in degrees
+    interpolated: bool = False  # between two meshes of the face (MeshStage, every > 1), not measured here
 
     @property
     def found(self) -> bool:
@@ -193,14 +194,14 @@ def interpolate_mesh(a: MeshResult, b: MeshResult, w: float) -> MeshResult:
     return MeshResult(((1 - w) * a.landmarks + w * b.landmarks).astype(np.float32),
                       (1 - w) * a.presence + w * b.presence,
                       ((1 - w) * a.blendshapes + w * b.blendshapes).astype(np.float32),
-                      tuple((1 - w) * x + w * y for x, y in zip(a.pose, b.pose)))
+                      tuple((1 - w) * x + w * y for x, y in zip(a.pose, b.pose)), interpolated=True)
 
 
 class MeshStage:
     """mer.video's mesh stage: every face of a group of frames through the Landmarker in one batch
     (FaceRecord.mesh); with `keep_landmarks`, each face's 478 landmarks are kept (float16) for
     `<video>.landmarks.npz`, with the mesh's presence (landmarks of a crop under MIN_PRESENCE are
-    kept too, marked by it).
+    kept too, marked by it) and whether they were interpolated.
 
     `every` > 1 runs the mesh on every `every`-th frame and on the group's last frame only, and
     gives a face on a frame between two of those the mesh interpolated between its own two meshes
@@ -211,7 +212,7 @@ class MeshStage:
         if int(every) < 1:
             raise ValueError(f"mesh every must be 1 or more frames, not {every}")
         self.landmarker, self.keep, self.every = landmarker, keep_landmarks, int(every)
-        self.kept: list[tuple[int, int, np.ndarray, float]] = []
+        self.kept: list[tuple[int, int, np.ndarray, float, bool]] = []
 
     def __call__(self, frames: list) -> list:
         if self.landmarker is None or not any(f.faces for f in frames):
@@ -238,19 +239,20 @@ class MeshStage:
             w = (f.start_s - prev.start_s) / span if span > 0 else (f.index - prev.index) / (nxt.index - prev.index)
             r.mesh = interpolate_mesh(a.mesh, b.mesh, min(1.0, max(0.0, w)))
         if self.keep:
-            self.kept += [(f.index, r.face_id, r.mesh.landmarks.astype(np.float16), float(r.mesh.presence))
-                          for f in frames for r in f.faces]
+            self.kept += [(f.index, r.face_id, r.mesh.landmarks.astype(np.float16), float(r.mesh.presence),
+                           r.mesh.interpolated) for f in frames for r in f.faces]
         return frames
 
     def arrays(self) -> dict[str, np.ndarray] | None:
-        """{'frame', 'face_id', 'landmarks' (K, 478, 3) image pixels, 'presence' (K,)} or None when
-        not kept."""
+        """{'frame', 'face_id', 'landmarks' (K, 478, 3) image pixels, 'presence' (K,), 'interpolated'
+        (K,) bool} or None when not kept."""
         if not self.keep:
             return None
         k = self.kept
         return {"frame": np.array([e[0] for e in k], np.int64), "face_id": np.array([e[1] for e in k], np.int64),
                 "landmarks": np.stack([e[2] for e in k]) if k else np.zeros((0, 478, 3), np.float16),
-                "presence": np.array([e[3] for e in k], np.float32)}
+                "presence": np.array([e[3] for e in k], np.float32),
+                "interpolated": np.array([e[4] for e in k], bool)}
 
 
 def _record(frame, face_id: int):

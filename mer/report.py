@@ -138,7 +138,8 @@ def video_html(result, plotlyjs: bool | str = True) -> str:
 
 def write_video_report(result, out_dir: str | Path, stem: str, plotlyjs: bool | str = True) -> dict[str, Path]:
     """<stem>.frames.csv, <stem>.intervals.csv and <stem>.html in out_dir (each atomic), and
-    <stem>.landmarks.npz when the result kept landmarks (frame, face_id, landmarks (K, 478, 3)).
+    <stem>.landmarks.npz when the result kept landmarks (frame, face_id, landmarks (K, 478, 3),
+    presence, interpolated).
 
     plotlyjs: True embeds plotly.js in the page; a string is used as the script's src (relative
     path to a shared plotly.min.js, see write_plotly_js)."""

@@ -191,10 +191,11 @@ def test_video_rows_and_intervals_carry_aus(au12_clip, tmp_path):
     paths = write_video_report(res, tmp_path, "au12")
     frames = pd.read_csv(paths["frames"])
     cols = mesh_columns()
-    assert len(cols) == 1 + 52 + 3 + 16 and set(cols) <= set(frames.columns)
+    assert len(cols) == 2 + 52 + 3 + 16 and set(cols) <= set(frames.columns)
     assert {"mesh_presence", "bs_mouthSmileLeft", "yaw", "pitch", "roll", "au01", "au12", "au45"} <= set(frames.columns)
     face_rows = frames[frames["face_id"].notna()]
     assert (face_rows["mesh_presence"] >= 0.5).all() and frames.loc[frames["face_id"].isna(), "mesh_presence"].isna().all()
+    assert (face_rows["mesh_interpolated"] == 0).all()  # mesh_every 1: every row measured
     assert face_rows["au12"].notna().all() and face_rows["au12"].max() > face_rows["au12"].median() + 0.15
     iv = pd.read_csv(paths["intervals"], keep_default_na=False)
     assert {"aus", "objective_class", "emotion"} <= set(iv.columns)
@@ -207,6 +208,7 @@ def test_video_rows_and_intervals_carry_aus(au12_clip, tmp_path):
     lm = np.load(paths["landmarks"])
     assert lm["landmarks"].shape == (len(face_rows), 478, 3) and len(lm["frame"]) == len(face_rows)
     assert np.allclose(np.sort(lm["presence"]), np.sort(face_rows["mesh_presence"]), atol=1e-3)
+    assert not lm["interpolated"].any()
     assert "AU proxies over time" in paths["html"].read_text()
 
 
@@ -231,13 +233,14 @@ def test_mesh_every_second_frame_interpolates_between_its_own_meshes(au12_clip):
         hook.remove()
     a, b = (r.frames[r.frames["face_id"].notna()].set_index("frame") for r in (full, half))
     assert n_full == len(a) and n_half <= 0.7 * len(a)  # half, and each group's last frame
+    assert (a["mesh_interpolated"] == 0).all() and (b["mesh_interpolated"] == 0).sum() == n_half  # the rows say which
     cols = [c for c in mesh_columns() if c.startswith(("bs_", "au"))]
     assert b[cols].notna().all().all()
     even = b.index[b.index % 2 == 0]
     assert np.abs(b.loc[even, cols] - a.loc[even, cols]).max().max() < 1e-3  # meshed: the same values
     # the rows that differ from the every-frame run are interpolated: odd frames, between their neighbours
     moved = [f for f in b.index if np.abs(b.loc[f, cols] - a.loc[f, cols]).max() > 1e-3]
-    assert len(moved) >= len(b) // 4 and all(f % 2 for f in moved)
+    assert len(moved) >= len(b) // 4 and all(f % 2 for f in moved) and (b.loc[moved, "mesh_interpolated"] == 1).all()
     lo = np.minimum(b.loc[[f - 1 for f in moved], cols].to_numpy(), b.loc[[f + 1 for f in moved], cols].to_numpy())
     hi = np.maximum(b.loc[[f - 1 for f in moved], cols].to_numpy(), b.loc[[f + 1 for f in moved], cols].to_numpy())
     v = b.loc[moved, cols].to_numpy()
@@ -326,7 +329,7 @@ def test_mesh_reports_no_aus_for_what_is_not_a_face(media):
         assert d["mesh_presence"] < MIN_PRESENCE and d["blendshapes"] is None and d["aus"] is None and d["pose"] is None
         assert fp.aus == {}
         v = mesh_vector(fp.mesh)
-        assert v[0] == pytest.approx(fp.mesh.presence) and np.isnan(v[1:]).all()
+        assert v[0] == pytest.approx(fp.mesh.presence) and v[1] == 0 and np.isnan(v[2:]).all()
     (face,) = preds[1]
     assert face.mesh.found and face.aus["au12"] >= 0.5 and not np.isnan(mesh_vector(face.mesh)).any()
     from mer.report import au_bars_figure  # the image tab: bars for the real face, a note for the others
