@@ -60,7 +60,7 @@ class AppSettings:
     max_video_s: float = field(default_factory=lambda: _env("MER_MAX_VIDEO_S", 60.0, float))
     max_video_side: int = field(default_factory=lambda: _env("MER_MAX_VIDEO_SIDE", 1920, int))
     detect_every: int = field(default_factory=lambda: _env("MER_DETECT_EVERY", 3, int))
-    mesh_every: int = field(default_factory=lambda: _env("MER_MESH_EVERY", 1, int))
+    mesh_every: int = field(default_factory=lambda: _env("MER_MESH_EVERY", 2, int))
     spot_method: str = field(default_factory=lambda: _env("MER_SPOT_METHOD", DEFAULT_METHOD))
     preview_side: int = field(default_factory=lambda: _env("MER_PREVIEW_SIDE", 640, int))
     max_display_side: int = 1600    # the annotated image is shrunk to this for the browser

@@ -205,7 +205,8 @@ class MeshStage:
 
     `every` > 1 runs the mesh on every `every`-th frame and on the group's last frame only, and
     gives a face on a frame between two of those the mesh interpolated between its own two meshes
-    there (linear in the frames' timestamps); a face missing from either of them gets its own mesh pass.
+    there (linear in the frames' timestamps); a face missing from either of them, or not a face to the
+    mesh on either (MeshResult.found), gets its own mesh pass.
     A group is interpolated within itself, so nothing waits for the next one (docs/aus.md)."""
 
     def __init__(self, landmarker: Landmarker | None, keep_landmarks: bool = False, every: int = 1):
@@ -232,9 +233,12 @@ class MeshStage:
                     between.append((f, r, (prev, a), (nxt, b)))
                 else:
                     run.append((f, r))
-        for (f, r), m in zip(run, self.landmarker.run([f.image for f, _ in run], [r.face for _, r in run])):
-            r.mesh = m
+        self._run(run)
+        # a face that is no face to the mesh on either side (a hand over it) is not interpolated from that
+        self._run([(f, r) for f, r, (_, a), (_, b) in between if not (a.mesh.found and b.mesh.found)])
         for f, r, (prev, a), (nxt, b) in between:
+            if r.mesh is not None:
+                continue
             span = nxt.start_s - prev.start_s  # real time: a variable-frame-rate video is weighted by it
             w = (f.start_s - prev.start_s) / span if span > 0 else (f.index - prev.index) / (nxt.index - prev.index)
             r.mesh = interpolate_mesh(a.mesh, b.mesh, min(1.0, max(0.0, w)))
@@ -242,6 +246,11 @@ class MeshStage:
             self.kept += [(f.index, r.face_id, r.mesh.landmarks.astype(np.float16), float(r.mesh.presence),
                            r.mesh.interpolated) for f in frames for r in f.faces]
         return frames
+
+    def _run(self, pairs: list) -> None:
+        if pairs:
+            for (f, r), m in zip(pairs, self.landmarker.run([f.image for f, _ in pairs], [r.face for _, r in pairs])):
+                r.mesh = m
 
     def arrays(self) -> dict[str, np.ndarray] | None:
         """{'frame', 'face_id', 'landmarks' (K, 478, 3) image pixels, 'presence' (K,), 'interpolated'

@@ -78,8 +78,10 @@ class VideoSettings:
     max_side: int | None = None        # refuse videos whose longer side is over this (pixels)
     n_thumbnails: int = 6
     aus: bool = True                   # face mesh + blendshapes + AU proxies + head pose per face and frame
-    mesh_every: int = 1                # run the face mesh on every Nth frame, interpolate in between (MeshStage)
-    micro_by: str = "micro_model"      # micro intervals' class: "micro_model" (apex crop) or "aus" (mer.aus)
+    mesh_every: int = 2                # run the face mesh on every Nth frame, interpolate in between (MeshStage;
+                                       # 1 = measured on every frame; docs/aus.md, "Every second frame")
+    micro_by: str = "aus"              # micro intervals' class: "aus" (their AU proxies, mer.aus; the micro model
+                                       # where no AU rose) or "micro_model" (apex crop; docs/aus.md)
     landmarks: bool = False            # keep the 478 landmarks per face and frame (VideoResult.landmarks)
     isolate_decoder: bool = False      # decode in a child process (a decoder crash cannot end this one)
     decoder_memory_mb: int | None = 2048   # the child's memory for decoding (beyond its libraries)

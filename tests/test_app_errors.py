@@ -50,11 +50,13 @@ def test_expected_error_is_one_log_line(app, caplog):
 
 
 def test_mesh_every_setting_reaches_the_video_analysis_and_is_checked(app, monkeypatch):
-    monkeypatch.setenv("MER_MESH_EVERY", "2")
+    monkeypatch.setenv("MER_MESH_EVERY", "3")
     s = app.AppSettings()
-    assert s.video_settings().mesh_every == 2 and "MER_MESH_EVERY=2" in app.video_note(s)
+    assert s.video_settings().mesh_every == 3 and "MER_MESH_EVERY=3" in app.video_note(s)
     monkeypatch.setenv("MER_MESH_EVERY", "0")
     with pytest.raises(ValueError, match="MER_MESH_EVERY=0"):
         app.AppSettings()
     monkeypatch.delenv("MER_MESH_EVERY")
+    assert app.AppSettings().video_settings().mesh_every == 2  # the default, as the batch tool's
+    monkeypatch.setenv("MER_MESH_EVERY", "1")
     assert app.AppSettings().video_settings().mesh_every == 1 and "MER_MESH_EVERY" not in app.video_note(app.AppSettings())

@@ -195,7 +195,9 @@ def test_video_rows_and_intervals_carry_aus(au12_clip, tmp_path):
     assert {"mesh_presence", "bs_mouthSmileLeft", "yaw", "pitch", "roll", "au01", "au12", "au45"} <= set(frames.columns)
     face_rows = frames[frames["face_id"].notna()]
     assert (face_rows["mesh_presence"] >= 0.5).all() and frames.loc[frames["face_id"].isna(), "mesh_presence"].isna().all()
-    assert (face_rows["mesh_interpolated"] == 0).all()  # mesh_every 1: every row measured
+    # the default meshes every second frame (and each chunk's last) and says which rows are interpolated
+    assert set(face_rows["mesh_interpolated"]) == {0, 1}
+    assert (face_rows.loc[face_rows["frame"] % 2 == 0, "mesh_interpolated"] == 0).all()
     assert face_rows["au12"].notna().all() and face_rows["au12"].max() > face_rows["au12"].median() + 0.15
     iv = pd.read_csv(paths["intervals"], keep_default_na=False)
     assert {"aus", "objective_class", "emotion"} <= set(iv.columns)
@@ -205,10 +207,12 @@ def test_video_rows_and_intervals_carry_aus(au12_clip, tmp_path):
     r = iv.loc[planted[0]]
     assert "AU12" in r["aus"].split("+") and r["objective_class"] in ("I", "II", "V", "VI", "VII")
     assert r["emotion"] in ("Happiness", "Surprise", "Sadness", "Fear", "Others")
+    # by default a micro interval whose AUs rose is classified by them (micro_by="aus")
+    assert r["recognized_by"] == "aus" and r["class"] == r["emotion"]
     lm = np.load(paths["landmarks"])
     assert lm["landmarks"].shape == (len(face_rows), 478, 3) and len(lm["frame"]) == len(face_rows)
     assert np.allclose(np.sort(lm["presence"]), np.sort(face_rows["mesh_presence"]), atol=1e-3)
-    assert not lm["interpolated"].any()
+    assert lm["interpolated"].sum() == face_rows["mesh_interpolated"].sum()
     assert "AU proxies over time" in paths["html"].read_text()
 
 
@@ -223,7 +227,7 @@ def test_mesh_every_second_frame_interpolates_between_its_own_meshes(au12_clip):
     p = Predictor(device="cpu")
     crops = []
     hook = p.landmarker.model.mesh.register_forward_hook(lambda m, i, o: crops.append(len(i[0])))
-    s = VideoSettings(detect_every=3, chunk_size=16)
+    s = VideoSettings(detect_every=3, chunk_size=16, mesh_every=1)
     try:
         full = analyze_video(au12_clip, p, s)
         n_full, crops[:] = sum(crops), []

@@ -123,6 +123,13 @@ def test_outputs_of_a_full_run(full_run, untrained_checkpoint):
     assert (hand["mesh_presence"] < 0.5).any()
     assert wolf.loc[wolf["mesh_presence"] < 0.5, ["au12", "bs_mouthSmileLeft", "yaw"]].isna().all().all()
     assert wolf.loc[wolf["mesh_presence"] >= 0.5, "au12"].notna().all()
+    # the default meshes every second frame: the rows say which are interpolated; a frame next to one
+    # where the mesh saw no face is meshed itself, not interpolated from it
+    assert set(wolf["mesh_interpolated"]) == {0, 1} and 0.4 < wolf["mesh_interpolated"].mean() <= 0.5
+    lost = wolf.index[wolf["mesh_presence"] < 0.5]
+    assert (wolf.loc[lost, "mesh_interpolated"] == 0).all()
+    near = sorted({i + d for i in lost for d in (-1, 1)} & set(wolf.index))
+    assert (wolf.loc[near, "mesh_interpolated"] == 0).all()
 
     odd = pd.read_csv(out / (ODD + ".frames.csv"), keep_default_na=False)
     assert len(odd) == 95 and (odd["face_id"] == "").all() and (odd["x1"] == "").all()
@@ -201,7 +208,7 @@ def test_intervals_are_real_and_consistent_with_the_frames(planted_run):
 def test_help_and_usage_errors(tmp_path, untrained_checkpoint):
     h = run_batch("--help")
     assert h.returncode == 0 and "exit codes" in h.stdout and "2  usage" in h.stdout
-    assert "--spot-method {auto,ecc,flow}" in h.stdout
+    assert "--spot-method {auto,ecc,flow}" in h.stdout and "--micro-by {aus,micro_model}" in h.stdout
     r = run_batch(tmp_path, "--out", tmp_path / "o", "--spot-method", "bogus")
     assert r.returncode == 2 and "invalid choice: 'bogus'" in r.stderr
     assert run_batch(tmp_path / "missing", "--out", tmp_path / "o").returncode == 2
@@ -522,6 +529,7 @@ def test_changed_micro_checkpoint_or_code_redoes_the_videos(media, untrained_che
     other = next(m for m in ("ecc", "flow") if m != DEFAULT_METHOD)
     assert run("--spot-method", other) == "1"     # another motion scorer: redone, and said so
     assert f"<td>{other}</td>" in (tmp_path / "o" / "one.mp4.html").read_text()
+    assert run("--spot-method", other, "--micro-by", "micro_model") == "1"  # another micro recogniser: redone
 
 
 def test_the_driver_names_the_motion_scorers_as_mer_does():
@@ -529,3 +537,11 @@ def test_the_driver_names_the_motion_scorers_as_mer_does():
     from batch.cli import SPOT_METHOD, SPOT_METHODS
     from mer.spotting import DEFAULT_METHOD, METHODS
     assert SPOT_METHODS == METHODS and SPOT_METHOD == DEFAULT_METHOD
+
+
+def test_the_batch_defaults_are_the_libraries():
+    """What `python -m batch` sets without options is VideoSettings' default (mesh_every, micro_by)."""
+    from batch.cli import parse_args, settings_from_args
+    from mer.video import VideoSettings
+    s, d = settings_from_args(parse_args(["in", "--out", "o"])), VideoSettings()
+    assert (s["mesh_every"], s["micro_by"], s["detect_every"], s["aus"]) == (d.mesh_every, d.micro_by, d.detect_every, d.aus)
