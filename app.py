@@ -36,6 +36,7 @@ from mer.memory import limit_arenas, release_memory
 from mer.predict import Predictor
 from mer.render import draw_predictions
 from mer.spotting import DEFAULT_METHOD, METHODS
+from mer.video import VideoSettings
 
 log = logging.getLogger("mer.app")
 ROOT = Path(__file__).resolve().parent
@@ -60,7 +61,7 @@ class AppSettings:
     max_video_s: float = field(default_factory=lambda: _env("MER_MAX_VIDEO_S", 60.0, float))
     max_video_side: int = field(default_factory=lambda: _env("MER_MAX_VIDEO_SIDE", 1920, int))
     detect_every: int = field(default_factory=lambda: _env("MER_DETECT_EVERY", 3, int))
-    mesh_every: int = field(default_factory=lambda: _env("MER_MESH_EVERY", 2, int))
+    mesh_every: int = field(default_factory=lambda: _env("MER_MESH_EVERY", VideoSettings.mesh_every, int))
     spot_method: str = field(default_factory=lambda: _env("MER_SPOT_METHOD", DEFAULT_METHOD))
     preview_side: int = field(default_factory=lambda: _env("MER_PREVIEW_SIDE", 640, int))
     max_display_side: int = 1600    # the annotated image is shrunk to this for the browser
@@ -86,7 +87,6 @@ class AppSettings:
         ends the child, not the server. `spot_method`: the visitor's choice of motion scorer
         (default: MER_SPOT_METHOD)."""
         from mer.spotting import SpotConfig
-        from mer.video import VideoSettings
         return VideoSettings(detect_every=self.detect_every, mesh_every=self.mesh_every, max_duration_s=self.max_video_s,
                              spotting=SpotConfig.for_method(spot_method or self.spot_method),
                              max_side=self.max_video_side, isolate_decoder=True,
@@ -221,7 +221,8 @@ def micro_banner(m: Model | None, error: str | None = None) -> str:
     if m is None:
         return ("**Micro-expression model:** none (MER_MICRO_CHECKPOINT=none): spotted micro intervals are "
                 "classified by the per-frame model")
-    return model_markdown("Micro-expression model (classifies spotted micro intervals)", m.name, m.predictor.card)
+    return model_markdown("Micro-expression model (classifies spotted micro intervals whose AU proxies did not rise)",
+                          m.name, m.predictor.card)
 
 
 def faces_table(preds, classes) -> pd.DataFrame:
@@ -396,9 +397,10 @@ class Workbench:
 def video_note(s: AppSettings) -> str:
     """How this tab's analysis relates to the batch tool's: the same pipeline, models and CSV
     columns; the settings that can differ are how often faces are detected and meshed."""
-    mesh = (f" The face mesh (AU proxies) runs on 1 frame in {s.mesh_every}, interpolated in between "
-            f"(MER_MESH_EVERY={s.mesh_every}; `--mesh-every {s.mesh_every}` for the batch tool)."
-            if s.mesh_every != 1 else "")
+    batch = VideoSettings.mesh_every
+    mesh = (f" The face mesh (AU proxies) runs on 1 frame in {s.mesh_every} (MER_MESH_EVERY={s.mesh_every}), where "
+            f"the batch tool meshes 1 frame in {batch} by default; `--mesh-every {s.mesh_every}` gives this tab's values."
+            if s.mesh_every != batch else "")
     if s.detect_every == 1:
         return ("The batch tool's analysis and CSV (`python -m batch`, same settings: faces detected on "
                 "every frame)." + mesh)

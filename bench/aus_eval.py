@@ -17,7 +17,9 @@ recognised as analyze_video does (mer.spotting.recognize, then mer.aus.label_int
 AUs that have a proxy, pooled over intervals), the share with at least one planted AU in `aus`,
 objective-class accuracy (truth class = mer.aus.objective_class of the planted AUs) and
 recognition F1 (macro over the truth's emotions) of (a) the AU-based `emotion` and (b) the
-interval's `class` from the shipped models; STRS = spotting F1 x recognition F1, per type.
+interval's `class` from the models alone (micro intervals by the synthetic micro model from the apex
+crop, micro_by="micro_model", whatever the default; macro ones by the per-frame model); STRS =
+spotting F1 x recognition F1, per type.
 """
 from __future__ import annotations
 
@@ -72,7 +74,7 @@ def main() -> int:
         frames, info, apexes = analysis(v, pred, micro, settings, cache)
         t = subject_track(frames, (info["width"], info["height"]))
         spotted.append(recognize_intervals(spot_table(t, settings.spotting), t, pred.classes, apexes.nearest, micro,
-                                           settings.micro_by))
+                                           "micro_model"))  # (b): the models' class, against (a) the AUs' emotion
         print(v.name, "done", file=sys.stderr)
     res, matches = evaluate(spotted, videos)
     au_tp = au_fp = au_fn = 0
