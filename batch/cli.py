@@ -14,6 +14,7 @@ from .runner import MAX_VIDEOS_PER_WORKER, STARTUP_LIMIT_S
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SPOT_METHODS = ("auto", "ecc", "flow")  # mer.spotting.METHODS, not imported here (OpenCV, pandas): a test keeps them equal
 SPOT_METHOD = "auto"            # mer.spotting.DEFAULT_METHOD (the same test)
+MICRO_BY = ("aus", "micro_model")  # mer.video.MICRO_BY, not imported here: a test keeps them equal
 EXTS = ", ".join(sorted(e.lstrip(".") for e in VIDEO_EXTS))
 
 EPILOG = """\
@@ -56,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="run the face mesh every N frames and interpolate its values in between, each face between "
                          "its own two meshes (default 2; 1 = measured on every frame, about 1.3x the CPU time of a "
                          "run; column mesh_interpolated marks the interpolated rows; docs/aus.md)")
-    ap.add_argument("--micro-by", default="aus", choices=["aus", "micro_model"],
+    ap.add_argument("--micro-by", default="aus", choices=list(MICRO_BY),
                     help="what classifies a spotted micro-expression: 'aus' = the emotion of the AU proxies that "
                          "rose (the micro model where none did), 'micro_model' = the micro-expression model on the "
                          "apex crop (default %(default)s; docs/aus.md has the figures of both)")

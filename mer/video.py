@@ -64,6 +64,7 @@ FRAME_COLUMNS = ["video", "frame", "time_s", "face_id", "x1", "y1", "x2", "y2", 
 TAIL_COLUMNS = ["top_class", "top_prob", "motion", "motion_by", "detected"]
 APEX_GAP_S = 0.2   # kept thumbnail / apex crops are at least this far apart (in frames at the video's rate)
 APEX_KEEP = 400    # micro-model crops kept per face (the highest-scoring moments) for the apexes
+MICRO_BY = ("aus", "micro_model")  # what may classify a spotted micro interval (VideoSettings.micro_by)
 
 
 @dataclass
@@ -89,6 +90,10 @@ class VideoSettings:
     folder_fps: float = 30.0           # a folder of frame images: its frame rate (SAMM-LV 200, CAS(ME)^2 30)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     spotting: SpotConfig = field(default_factory=lambda: SpotConfig.for_method(DEFAULT_METHOD))
+
+    def __post_init__(self):
+        if self.micro_by not in MICRO_BY:
+            raise ValueError(f"micro_by must be one of {', '.join(MICRO_BY)}, not {self.micro_by!r}")
 
     def detector_config(self) -> DetectorConfig:
         return DetectorConfig(min_face_size=self.min_face_size, min_prob=self.min_prob,

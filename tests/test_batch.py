@@ -545,3 +545,8 @@ def test_the_batch_defaults_are_the_libraries():
     from mer.video import VideoSettings
     s, d = settings_from_args(parse_args(["in", "--out", "o"])), VideoSettings()
     assert (s["mesh_every"], s["micro_by"], s["detect_every"], s["aus"]) == (d.mesh_every, d.micro_by, d.detect_every, d.aus)
+    from batch.cli import MICRO_BY
+    from mer import video
+    assert MICRO_BY == video.MICRO_BY
+    with pytest.raises(ValueError, match="micro_by must be one of aus, micro_model"):
+        VideoSettings(micro_by="model")
