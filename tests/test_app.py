@@ -372,11 +372,11 @@ def presented_frames(path: Path) -> int:
 
 def test_spotted_micro_expression_shown_by_type_and_class(client, media, detector, tmp_path):
     """A 5-s clip of a real photo with one planted micro-expression (training.synth_long): the
-    intervals table shows it as `micro` with a class of the micro-expression model and its
-    probability, and the timeline labels it the same way."""
+    intervals table shows it as `micro`, classified by the AU proxies that rose (the default
+    micro_by="aus": class = their emotion, no probability, recognized_by `aus`), and the timeline
+    labels it the same way."""
     from training.synth_long import Event, LongConfig, expression, load_faces, render_video
-    from mer.predict import MICRO_CHECKPOINT
-    import json
+    from mer.aus import CLASS_EMOTIONS
     face = load_faces(media / "single_face.jpg", detector)[0]
     rng = np.random.default_rng(3)
     events = [expression("micro", 2.0, 0.36, 4.0, "Surprise", rng), Event("blink", 3.6, 3.8, 3.7, 1.0)]
@@ -386,8 +386,8 @@ def test_spotted_micro_expression_shown_by_type_and_class(client, media, detecto
     rows = [dict(zip(iv["headers"], r)) for r in iv["data"]]
     assert len(rows) == 1, rows
     r = rows[0]
-    micro_classes = json.loads(MICRO_CHECKPOINT.with_suffix(".json").read_text())["classes"]
-    assert r["type"] == "micro" and r["class"] in micro_classes and 0 < float(r["prob"]) <= 1, r
+    assert r["type"] == "micro" and r["recognized_by"] == "aus" and r["aus"], r
+    assert r["class"] == r["emotion"] and r["class"] in CLASS_EMOTIONS.values() and r["prob"] in (None, ""), r
     assert f"micro {r['class']}" in plot["plot"]  # the timeline's label for the interval
     assert "**1 spotted interval(s)**" in summary
 
