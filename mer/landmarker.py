@@ -234,7 +234,8 @@ class MeshStage:
                 else:
                     run.append((f, r))
         self._run(run)
-        # a face that is no face to the mesh on either side (a hand over it) is not interpolated from that
+        # where the mesh took either side's crop for no face (a hand over it), the face gets its own pass
+        # instead of values interpolated from that crop
         self._run([(f, r) for f, r, (_, a), (_, b) in between if not (a.mesh.found and b.mesh.found)])
         for f, r, (prev, a), (nxt, b) in between:
             if r.mesh is not None:
