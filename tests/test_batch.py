@@ -183,9 +183,9 @@ def planted_run(media, detector, tmp_path_factory):
 
 def test_intervals_are_real_and_consistent_with_the_frames(planted_run):
     """The planted micro-expression comes out as one micro interval (MEGC IoU >= 0.5), classified by
-    the micro-expression model, and matches the frames CSV it came from: its frames are there for
-    that face and its times are those frames' times."""
-    from mer.predict import micro_checkpoint
+    the AU proxies that rose (the default, micro_by="aus"), and matches the frames CSV it came from:
+    its frames are there for that face and its times are those frames' times."""
+    from mer.aus import CLASS_EMOTIONS
     frames = pd.read_csv(planted_run / "planted.mp4.frames.csv")
     iv = pd.read_csv(planted_run / "planted.mp4.intervals.csv")
     micro = iv[iv["type"] == "micro"]
@@ -193,8 +193,8 @@ def test_intervals_are_real_and_consistent_with_the_frames(planted_run):
     r = micro.iloc[0].to_dict()
     inter = max(0.0, min(r["offset_s"], 2.36) - max(r["onset_s"], 2.0))
     assert inter / (max(r["offset_s"], 2.36) - min(r["onset_s"], 2.0)) >= 0.5
-    micro_classes = json.loads(micro_checkpoint().with_suffix(".json").read_text())["classes"]
-    assert r["class"] in micro_classes and 0 < r["prob"] <= 1
+    assert r["recognized_by"] == "aus" and "AU" in r["aus"] and r["class"] == r["emotion"], r
+    assert r["class"] in CLASS_EMOTIONS.values() and np.isnan(r["prob"])
     f = frames[(frames["face_id"] == r["face_id"]) & frames["frame"].between(r["onset_frame"], r["offset_frame"])]
     assert r["onset_frame"] <= r["apex_frame"] <= r["offset_frame"]
     assert len(f) == r["offset_frame"] - r["onset_frame"] + 1

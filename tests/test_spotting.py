@@ -68,7 +68,15 @@ def test_planted_micro_expression_gives_exactly_one_micro_interval(analysed):
     truth = (np.floor(MICRO[0] * FPS) + 1, np.ceil(MICRO[1] * FPS) - 1)
     assert iou(r["onset_frame"], r["offset_frame"] + 1, truth[0], truth[1] + 1) >= 0.5
     assert r["onset_s"] <= r["apex_s"] <= r["offset_s"]
-    assert isinstance(r["class"], str) and r["class"] and 0 < r["prob"] <= 1  # recognised by a model
+    # recognised by the AU proxies that rose (the default micro_by="aus"): their emotion, no probability
+    assert r["recognized_by"] == "aus" and r["aus"] and r["class"] == r["emotion"] and np.isnan(r["prob"])
+    # micro_by="micro_model": the same interval classified by the micro model from its kept apex crop
+    from mer.predict import Predictor, micro_checkpoint
+    from mer.video import recognize_intervals
+    res, micro = analysed["micro"], Predictor(micro_checkpoint(), device="cpu")
+    m = recognize_intervals(iv[INTERVAL_COLUMNS], res.frames, res.classes, res.apexes.nearest, micro, "micro_model").iloc[0]
+    assert m["recognized_by"] == "micro_model" and m["class"] in micro.classes
+    assert 0 < m["prob"] <= 1 and m["aus"] == r["aus"]
     # the default ("auto") spots a photo-animated face with the ECC scorer
     assert set(analysed["micro"].frames["motion_by"].dropna()) == {"ecc"}
 
