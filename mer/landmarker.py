@@ -236,10 +236,11 @@ class MeshStage:
         self._run(run)
         # where the mesh took either side's crop for no face (a hand over it), the face gets its own pass
         # instead of values interpolated from that crop
-        self._run([(f, r) for f, r, (_, a), (_, b) in between if not (a.mesh.found and b.mesh.found)])
-        for f, r, (prev, a), (nxt, b) in between:
-            if r.mesh is not None:
-                continue
+        both, own = [], []
+        for e in between:
+            (both if e[2][1].mesh.found and e[3][1].mesh.found else own).append(e)
+        self._run([(f, r) for f, r, *_ in own])
+        for f, r, (prev, a), (nxt, b) in both:
             span = nxt.start_s - prev.start_s  # real time: a variable-frame-rate video is weighted by it
             w = (f.start_s - prev.start_s) / span if span > 0 else (f.index - prev.index) / (nxt.index - prev.index)
             r.mesh = interpolate_mesh(a.mesh, b.mesh, min(1.0, max(0.0, w)))
