@@ -396,3 +396,33 @@ def test_spot_intervals_leaves_its_input_unchanged():
     pd.testing.assert_frame_equal(frames, before)
     assert len(iv) == 1 and list(iv.columns) == INTERVAL_COLUMNS
     assert iv.iloc[0]["onset_frame"] <= 300 <= iv.iloc[0]["apex_frame"] <= 309 <= iv.iloc[0]["offset_frame"]
+
+
+def test_visibility_bench_measures_the_warp_against_the_clean_twin(media, tmp_path):
+    """bench/spot_visibility.py (issue 17's diagnosis): a planted macro-expression on a photo face
+    moves the flow scorer's crop against its clean twin (same seed, amplitude 0) more than the
+    photo's own sway does over the scorer's window; a folder that is not the twin is refused."""
+    import importlib.util
+    import shutil
+    from training.synth_long import main as synth
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(media / "single_face.jpg", photos)
+    common = ["--faces", str(photos), "--videos", "1", "--seconds", "8", "--seed", "5", "--micro-per-min", "0",
+              "--macro-per-min", "20", "--blinks-per-min", "0", "--shifts-per-min", "0"]
+    synth(common + ["--out", str(tmp_path / "planted"), "--macro-amp", "6", "7"])
+    synth(common + ["--out", str(tmp_path / "clean"), "--macro-amp", "0", "0"])
+    spec = importlib.util.spec_from_file_location("spot_visibility", "bench/spot_visibility.py")
+    vis = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vis)
+    df = vis.measure(tmp_path / "planted", tmp_path / "clean")
+    assert len(df) >= 1 and set(df["type"]) == {"macro"}
+    assert (df["planted"] > 2 * df["natural"]).all(), df
+    # the twin of nothing: its truth differs
+    other = tmp_path / "other"
+    shutil.copytree(tmp_path / "clean", other)
+    t = pd.read_csv(other / "truth.csv")
+    t["Onset"] += 1
+    t.to_csv(other / "truth.csv", index=False)
+    with pytest.raises(SystemExit, match="not the clean twin"):
+        vis.measure(tmp_path / "planted", other)

@@ -1,0 +1,117 @@
+"""How much does a planted expression move the flow scorer's crop, against the face's own movement?
+
+    python -m training.synth_long --background CLIP ... --out runs/planted --seed K [options]
+    python -m training.synth_long --background CLIP ... --out runs/clean --seed K [same options] \\
+        --micro-amp 0 0 --macro-amp 0 0
+    python bench/spot_visibility.py runs/planted runs/clean [--out runs/visibility.csv]
+
+The two sets come from one command and seed, the second with the warps' amplitudes at 0: the same
+truth, the same background frames, no warp. For every planted expression, at its apex frame, on the
+flow scorer's own aligned crop (mer.spotting.MotionScorer.prepare; one geometry for all the crops of
+an event: MTCNN on the planted apex frame) and with its own measure (MotionScorer._moved: Farneback
+flow, the face's affine motion removed, eyes masked, mean per block; the mean of the top `flow_top`
+blocks, as the score takes them):
+
+- planted: the clean twin's apex frame -> the planted apex frame: the warp alone;
+- natural: the planted apex frame -> the frames `flow_k_s` before and after it (the smaller of the
+  two, as the score's min term): what the face's own movement adds at the same moment.
+
+Prints the medians per background clip and type and their ratio planted / natural. Under 1, a
+planted expression moves the crop less than the face itself does over the scorer's window, so no
+threshold on this measure can find most of them without finding her own movement first.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def apex_frames(path: Path, wanted: set[int]) -> tuple[dict[int, np.ndarray], float]:
+    """The wanted frames of a video (RGB, by decoded index) and its median frame interval."""
+    from mer.decode import open_source
+    out, dts = {}, []
+    with open_source(path) as src:
+        for ch in src.chunks():
+            dts += list(ch.end_s - ch.start_s)
+            for i, f in zip(ch.index.tolist(), ch.frames):
+                if i in wanted:
+                    out[i] = f
+    return out, float(np.median(dts)) if dts else 1 / 30
+
+
+def measure(planted: Path, clean: Path) -> pd.DataFrame:
+    from mer.faces import FaceDetector
+    from mer.spotting import MotionScorer, SpotConfig
+    from training.datasets.longvideo import read_long
+    scorer, detector = MotionScorer(SpotConfig.flow()), FaceDetector(device="cpu")
+    k_s = scorer.config.flow_k_s
+    twins = {v.name: v for v in read_long("synth", clean)}
+    rows = []
+    for v in read_long("synth", planted):
+        twin = twins.get(v.name)
+        if twin is None or [(e.onset, e.apex, e.offset) for e in twin.expressions] != \
+                [(e.onset, e.apex, e.offset) for e in v.expressions]:
+            raise SystemExit(f"{clean} is not the clean twin of {planted}: {v.name} is missing or its truth differs "
+                             "(make it with the same command and seed, and --micro-amp 0 0 --macro-amp 0 0)")
+        _, dt = apex_frames(v.video, set())
+        k = max(1, round(k_s / dt))
+        wanted = {i for e in v.expressions for i in (e.apex - k, e.apex, e.apex + k)}
+        got, _ = apex_frames(v.video, wanted)
+        bare, _ = apex_frames(twin.video, {e.apex for e in v.expressions})
+        for e in v.expressions:
+            if not {e.apex - k, e.apex, e.apex + k} <= got.keys() or e.apex not in bare:
+                continue
+            faces = detector.detect([got[e.apex]])[0]
+            if not faces:
+                continue
+            face = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+            crops = {}
+            for key, img in (("apex", got[e.apex]), ("bare", bare[e.apex]), ("before", got[e.apex - k]),
+                             ("after", got[e.apex + k])):
+                crops[key], eyes = scorer.prepare(img, face)
+            mask = scorer.mask(eyes)
+
+            def top(a, b):
+                blocks = np.sort(scorer._moved(crops[a], crops[b], mask).ravel())
+                return float(blocks[-max(1, int(round(len(blocks) * scorer.config.flow_top))):].mean())
+            rows.append({"video": v.name, "background": v.subject, "type": e.type, "aus": e.aus,
+                         "apex_frame": e.apex, "planted": top("bare", "apex"),
+                         "natural": min(top("apex", "before"), top("apex", "after"))})
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("planted", type=Path, help="a training.synth_long --background set")
+    p.add_argument("clean", type=Path, help="the same command and seed with --micro-amp 0 0 --macro-amp 0 0")
+    p.add_argument("--out", type=Path, help="write the per-expression table here (CSV)")
+    a = p.parse_args(argv)
+    for d in (a.planted, a.clean):
+        if not (d / "truth.csv").is_file():
+            p.error(f"{d} has no truth.csv: not a training.synth_long output folder")
+    df = measure(a.planted, a.clean)
+    if df.empty:
+        print("no planted expression could be measured (no face found at the apexes)", file=sys.stderr)
+        return 1
+    if a.out:
+        from mer.files import write_csv
+        write_csv(df, a.out)
+    g = df.groupby(["background", "type"])[["planted", "natural"]].median()
+    g["n"] = df.groupby(["background", "type"]).size()
+    g["planted/natural"] = g["planted"] / g["natural"]
+    print("median over the planted expressions, px on the scorer's crop (top blocks):")
+    print(g.round(2).to_string())
+    print(f"all: planted / natural = {df.planted.median() / df.natural.median():.2f} "
+          f"(planted over natural in {int((df.planted > df.natural).sum())} of {len(df)} expressions)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
