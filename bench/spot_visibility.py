@@ -32,17 +32,21 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def apex_frames(path: Path, wanted: set[int]) -> tuple[dict[int, np.ndarray], float]:
-    """The wanted frames of a video (RGB, by decoded index) and its median frame interval."""
+def frames_around(path: Path, apexes: list[int], k_s: float | None) -> tuple[dict[int, np.ndarray], int]:
+    """One pass over a video: its frames at each apex and, with k_s, k frames before and after it
+    (k = k_s in frames, from the first chunk's frame interval). RGB, by decoded index."""
     from mer.decode import open_source
-    out, dts = {}, []
+    out, k, wanted = {}, 0, None
     with open_source(path) as src:
         for ch in src.chunks():
-            dts += list(ch.end_s - ch.start_s)
+            if wanted is None:
+                if k_s is not None:
+                    k = max(1, round(k_s / float(np.median(ch.end_s - ch.start_s))))
+                wanted = {a + d for a in apexes for d in ((-k, 0, k) if k else (0,))}
             for i, f in zip(ch.index.tolist(), ch.frames):
                 if i in wanted:
                     out[i] = f
-    return out, float(np.median(dts)) if dts else 1 / 30
+    return out, k
 
 
 def measure(planted: Path, clean: Path) -> pd.DataFrame:
@@ -59,11 +63,9 @@ def measure(planted: Path, clean: Path) -> pd.DataFrame:
                 [(e.onset, e.apex, e.offset) for e in v.expressions]:
             raise SystemExit(f"{clean} is not the clean twin of {planted}: {v.name} is missing or its truth differs "
                              "(make it with the same command and seed, and --micro-amp 0 0 --macro-amp 0 0)")
-        _, dt = apex_frames(v.video, set())
-        k = max(1, round(k_s / dt))
-        wanted = {i for e in v.expressions for i in (e.apex - k, e.apex, e.apex + k)}
-        got, _ = apex_frames(v.video, wanted)
-        bare, _ = apex_frames(twin.video, {e.apex for e in v.expressions})
+        apexes = [e.apex for e in v.expressions]
+        got, k = frames_around(v.video, apexes, k_s)
+        bare, _ = frames_around(twin.video, apexes, None)
         for e in v.expressions:
             if not {e.apex - k, e.apex, e.apex + k} <= got.keys() or e.apex not in bare:
                 continue
