@@ -13,12 +13,15 @@ flow, the face's affine motion removed, eyes masked, mean per block; the mean of
 blocks, as the score takes them):
 
 - planted: the clean twin's apex frame -> the planted apex frame: the warp alone;
-- natural: the planted apex frame -> the frames `flow_k_s` before and after it (the smaller of the
-  two, as the score's min term): what the face's own movement adds at the same moment.
+- natural: the planted apex frame -> the frames `flow_k_s` before and after it (per block the
+  smaller of the two, as the score's min term): what the face's own movement adds at the same moment;
+- planted_roi, natural_roi: the same two over only the blocks the warp moves most (its top
+  `flow_top` blocks): where the expression acts, as a detector that knew where to look would see it.
 
-Prints the medians per background clip and type and their ratio planted / natural. Under 1, a
-planted expression moves the crop less than the face itself does over the scorer's window, so no
-threshold on this measure can find most of them without finding her own movement first.
+Prints the medians per background clip and type and the ratios planted / natural (ratio, roi ratio).
+Under 1, a planted expression moves the crop less than the face itself does over the scorer's
+window (roi ratio: even where the expression acts), so no threshold on this measure can find most
+of them without finding the face's own movement first.
 """
 from __future__ import annotations
 
@@ -49,12 +52,12 @@ def frames_around(path: Path, apexes: list[int], k_s: float | None) -> tuple[dic
     return out, k
 
 
-def measure(planted: Path, clean: Path) -> pd.DataFrame:
+def measure(planted: Path, clean: Path, k_s: float | None = None) -> pd.DataFrame:
     from mer.faces import FaceDetector
     from mer.spotting import MotionScorer, SpotConfig
     from training.datasets.longvideo import read_long
     scorer, detector = MotionScorer(SpotConfig.flow()), FaceDetector(device="cpu")
-    k_s = scorer.config.flow_k_s
+    k_s = scorer.config.flow_k_s if k_s is None else k_s
     twins = {v.name: v for v in read_long("synth", clean)}
     rows = []
     for v in read_long("synth", planted):
@@ -79,12 +82,17 @@ def measure(planted: Path, clean: Path) -> pd.DataFrame:
                 crops[key], eyes = scorer.prepare(img, face)
             mask = scorer.mask(eyes)
 
-            def top(a, b):
-                blocks = np.sort(scorer._moved(crops[a], crops[b], mask).ravel())
-                return float(blocks[-max(1, int(round(len(blocks) * scorer.config.flow_top))):].mean())
+            warp = scorer._moved(crops["bare"], crops["apex"], mask).ravel()
+            before, after = (scorer._moved(crops["apex"], crops[r], mask).ravel() for r in ("before", "after"))
+            n = max(1, int(round(warp.size * scorer.config.flow_top)))
+
+            def top(blocks):
+                return float(np.sort(blocks)[-n:].mean())
+            own = np.minimum(before, after)  # per block, as the score's min term
+            roi = np.argsort(warp)[-n:]  # the blocks the warp moves most: where it acts (an oracle region)
             rows.append({"video": v.name, "background": v.subject, "type": e.type, "aus": e.aus,
-                         "apex_frame": e.apex, "planted": top("bare", "apex"),
-                         "natural": min(top("apex", "before"), top("apex", "after"))})
+                         "apex_frame": e.apex, "planted": top(warp), "natural": top(own),
+                         "planted_roi": float(warp[roi].mean()), "natural_roi": float(own[roi].mean())})
     return pd.DataFrame(rows)
 
 
@@ -93,21 +101,26 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("planted", type=Path, help="a training.synth_long --background set")
     p.add_argument("clean", type=Path, help="the same command and seed with --micro-amp 0 0 --macro-amp 0 0")
+    p.add_argument("--k-s", type=float, help="the face's own movement over this many seconds (default: the flow "
+                   "scorer's flow_k_s, 0.3; a macro-expression spans 1-2.5 s)")
     p.add_argument("--out", type=Path, help="write the per-expression table here (CSV)")
     a = p.parse_args(argv)
     for d in (a.planted, a.clean):
         if not (d / "truth.csv").is_file():
             p.error(f"{d} has no truth.csv: not a training.synth_long output folder")
-    df = measure(a.planted, a.clean)
+    if a.k_s is not None and not 0 < a.k_s <= 5:
+        p.error(f"--k-s {a.k_s}: give seconds in (0, 5]")
+    df = measure(a.planted, a.clean, a.k_s)
     if df.empty:
         print("no planted expression could be measured (no face found at the apexes)", file=sys.stderr)
         return 1
     if a.out:
         from mer.files import write_csv
         write_csv(df, a.out)
-    g = df.groupby(["background", "type"])[["planted", "natural"]].median()
+    g = df.groupby(["background", "type"])[["planted", "natural", "planted_roi", "natural_roi"]].median()
     g["n"] = df.groupby(["background", "type"]).size()
-    g["planted/natural"] = g["planted"] / g["natural"]
+    g["ratio"] = g["planted"] / g["natural"]
+    g["roi ratio"] = g["planted_roi"] / g["natural_roi"]
     print("median over the planted expressions, px on the scorer's crop (top blocks):")
     print(g.round(2).to_string())
     print(f"all: planted / natural = {df.planted.median() / df.natural.median():.2f} "

@@ -426,3 +426,6 @@ def test_visibility_bench_measures_the_warp_against_the_clean_twin(media, tmp_pa
     t.to_csv(other / "truth.csv", index=False)
     with pytest.raises(SystemExit, match="not the clean twin"):
         vis.measure(tmp_path / "planted", other)
+    with pytest.raises(SystemExit) as usage:
+        vis.main([str(tmp_path / "planted"), str(tmp_path / "clean"), "--k-s", "0"])
+    assert usage.value.code == 2
