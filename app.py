@@ -420,7 +420,7 @@ def limits_named(msg: str, s: AppSettings) -> str:
 
 
 def video_summary(info: dict, name: str) -> str:
-    from mer.report import spot_method
+    from mer.report import spot_caveat, spot_method
     notes = []
     if info.get("partial"):
         notes.append(f"**Partly analysed:** {info['partial']}")
@@ -430,6 +430,8 @@ def video_summary(info: dict, name: str) -> str:
     if info["n_frames"] < 2:
         notes.append("**Only one frame:** there is no motion to spot intervals in; the frame is "
                      "classified on its own.")
+    elif info["n_faces"] and (caveat := spot_caveat(info)):
+        notes.append(f"**How far to trust the intervals:** {caveat}")
     return (f"**{info['n_frames']} frames**, {info['duration_s']:.2f} s at {info['fps']:.2f} fps, "
             f"{info['width']}×{info['height']}; **{info['n_faces']} face track(s)**, "
             f"dominant class: {info['dominant_class'] or '—'}; "

@@ -114,6 +114,19 @@ def spot_method(info: dict) -> str:
     return "auto: " + ", ".join(f"face {k} {v}" for k, v in sorted(by.items(), key=lambda kv: int(kv[0])))
 
 
+def spot_caveat(info: dict) -> str:
+    """What the scorers this analysis spotted with were measured to find (mer.spotting.MEASURED), in
+    one sentence: spotted intervals are where a face moved and came back, not verified expressions."""
+    from mer.spotting import MEASURED
+    method = str(((info.get("settings") or {}).get("spotting") or {}).get("method", ""))
+    used = sorted(set((info.get("motion_by") or {}).values())) if method == "auto" else [method]
+    said = [f"{m}, {MEASURED[m]}" for m in used if m in MEASURED]
+    if not said:
+        return ""
+    return ("Spotted intervals mark where a face moved and came back, not verified expressions. Measured: "
+            + "; ".join(said) + " (docs/spotting.md).")
+
+
 def video_html(result, plotlyjs: bool | str = True) -> str:
     import pandas as pd
     info = result.info
@@ -128,9 +141,11 @@ def video_html(result, plotlyjs: bool | str = True) -> str:
     fig += "<h2>AU proxies over time</h2>" + au_heatmap_figure(result).to_html(
         full_html=False, include_plotlyjs=False, div_id="aus")
     iv = result.intervals
+    caveat = spot_caveat(info) if info.get("n_faces") else ""
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>{STYLE}"
             f"{_plotly_tag(plotlyjs)}</head><body><h1>{title}</h1>{_table(meta)}"
             f"<h2>Timeline</h2>{fig}<h2>Spotted intervals ({len(iv)})</h2>"
+            + (f"<p class='caveat'>{html.escape(caveat)}</p>" if caveat else "")
             + (f"{_table(iv)}<h2>Apex frames</h2><div class='thumbs'>{thumbs or '<p>no faces</p>'}</div>"
                if len(iv) else "<p>none</p>")  # no intervals: no apex frames to show
             + "</body></html>\n")

@@ -62,6 +62,14 @@ DEFAULT_METHOD = "auto"    # what mer.video.VideoSettings, python -m batch and t
 # chosen for the flow scorer on the real-clip dev split (no hysteresis: its extent level is its detection level)
 FLOW_THRESHOLDS = {"c": 4.0, "min_rise": 0.0, "pad_s": 0.05, "extent_c": None, "extent_min_rise": None}
 REF_TOL = 0.25  # a reference frame may be this fraction of window_s off its target time
+# What each scorer was measured to find, as docs/spotting.md ("Results") reports it with the shipped
+# defaults (MEGC: IoU >= 0.5, same type); the app and the HTML report show it beside the intervals.
+MEASURED = {
+    "ecc": "on photo-animated videos with planted expressions (eval seed 2026): micro-expression F1 0.194, "
+           "macro-expression F1 0.727",
+    "flow": "on real clips with planted expressions (eval seed 2027): 1 of 16 micro- and 0 of 5 "
+            "macro-expressions found, at 18.5 intervals a minute, most of them on the face's own movements",
+}
 
 
 @dataclass

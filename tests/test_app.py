@@ -299,7 +299,7 @@ def test_video_tab_spots_with_the_motion_scorer_chosen(client, media):
     picks): the summary names it, the CSV's motion column is what analyze_video gives with that
     setting, and the ECC and flow scorers give different scores."""
     from mer.predict import Predictor
-    from mer.spotting import DEFAULT_METHOD, METHODS, SpotConfig
+    from mer.spotting import DEFAULT_METHOD, MEASURED, METHODS, SpotConfig
     from mer.video import VideoSettings, analyze_video
     clip = media / "single_face.mp4"
     pred = Predictor(app_checkpoint_path(), device="cpu")
@@ -311,6 +311,7 @@ def test_video_tab_spots_with_the_motion_scorer_chosen(client, media):
         assert by == ([method] if method != "auto" else by) and len(by) == 1, by
         named = method if method != "auto" else f"auto: face 0 {by[0]}"
         assert f"(`{named}` motion scorer)" in summary, summary
+        assert MEASURED[by[0]] in summary and MEASURED[({"ecc", "flow"} - {by[0]}).pop()] not in summary
         want = analyze_video(clip, pred, VideoSettings(detect_every=2, spotting=SpotConfig.for_method(method)),
                              micro_predictor=False).frames
         assert np.allclose(got["motion"].to_numpy(float), want["motion"].to_numpy(float), atol=1e-4, equal_nan=True)

@@ -5,6 +5,7 @@ Only `seconds` (time taken) differs between runs: it is masked in summary.csv, i
 manifest.json before comparing (docs/batch.md)."""
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -147,6 +148,11 @@ def test_outputs_of_a_full_run(full_run, untrained_checkpoint):
     assert 'href="sub%20dir/%3Dodd%20name%20%231%20%C3%BC.MOV.html"' in index
     page = (out / "wolf.mp4.html").read_text()
     assert '<script src="plotly.min.js">' in page and (out / "plotly.min.js").stat().st_size > 1_000_000
+    # beside the intervals, what the scorer her face was spotted with was measured to find
+    from mer.spotting import MEASURED
+    used = set(wolf["motion_by"].dropna())
+    assert len(used) == 1 and all(html.escape(MEASURED[m]) in page for m in used), used
+    assert all(html.escape(MEASURED[m]) not in page for m in set(MEASURED) - used)
     assert '<script src="../plotly.min.js">' in (out / (ODD + ".html")).read_text()
     m = json.loads((out / "manifest.json").read_text())["videos"]
     assert m["zero.mp4"]["status"] == "failed" and m["wolf.mp4"]["outputs"]["frames"] == "wolf.mp4.frames.csv"
