@@ -104,11 +104,17 @@ STYLE = ("<style>body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
          ".thumbs figure{display:inline-block;margin:4px;text-align:center;font-size:12px}</style>")
 
 
-def spot_method(info: dict) -> str:
-    """The motion scorer an analysis spotted with (mer.spotting.SpotConfig.method), from its info;
-    for "auto" also the one each face track got, e.g. "auto: face 0 flow"."""
+def _spotting(info: dict) -> tuple[str, dict]:
+    """The spotting method an analysis ran (mer.spotting.SpotConfig.method) and, for "auto", the
+    scorer each face track got ({face id: "ecc" | "flow"}), from its info."""
     method = str(((info.get("settings") or {}).get("spotting") or {}).get("method", ""))
-    by = info.get("motion_by") or {}
+    return method, (info.get("motion_by") or {})
+
+
+def spot_method(info: dict) -> str:
+    """The motion scorer an analysis spotted with, for "auto" also the one each face track got,
+    e.g. "auto: face 0 flow"."""
+    method, by = _spotting(info)
     if method != "auto" or not by:
         return method
     return "auto: " + ", ".join(f"face {k} {v}" for k, v in sorted(by.items(), key=lambda kv: int(kv[0])))
@@ -118,8 +124,8 @@ def spot_caveat(info: dict) -> str:
     """What the scorers this analysis spotted with were measured to find (mer.spotting.MEASURED), in
     one sentence: spotted intervals are where a face moved and came back, not verified expressions."""
     from mer.spotting import MEASURED
-    method = str(((info.get("settings") or {}).get("spotting") or {}).get("method", ""))
-    used = sorted(set((info.get("motion_by") or {}).values())) if method == "auto" else [method]
+    method, by = _spotting(info)
+    used = sorted(set(by.values())) if method == "auto" else [method]
     said = [f"{m}, {MEASURED[m]}" for m in used if m in MEASURED]
     if not said:
         return ""
