@@ -99,7 +99,7 @@ def measure(planted: Path, clean: Path, k_s: float | None = None) -> pd.DataFram
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("planted", type=Path, help="a training.synth_long --background set")
+    p.add_argument("planted", type=Path, help="a training.synth_long output folder (--background or --faces)")
     p.add_argument("clean", type=Path, help="the same command and seed with --micro-amp 0 0 --macro-amp 0 0")
     p.add_argument("--k-s", type=float, help="the face's own movement over this many seconds (default: the flow "
                    "scorer's flow_k_s, 0.3; a macro-expression spans 1-2.5 s)")
